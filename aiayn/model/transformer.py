@@ -1,0 +1,421 @@
+"""The Transformer of "Attention Is All You Need" (Vaswani et al., 2017), section 3, top to bottom.
+
+Shapes: B batch, S source length, T target length, d = d_model, h = heads, d_k = d / h.
+Token tensors are LongTensors padded on the right with `config.pad_id`. A `src_mask` is a bool
+[B, S] tensor, True at real source tokens.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from aiayn.model.config import ModelConfig
+
+KeyValue = tuple[Tensor, Tensor]  # keys and values split into heads: [B, h, length, d_k] each
+
+
+# ----------------------------------------------------------------------------- masks (§3.2.3)
+
+def padding_mask(tokens: Tensor, pad_id: int) -> Tensor:
+    """[B, S] bool, True at real tokens: the positions attention may look at."""
+    return tokens != pad_id
+
+
+def key_padding_mask(src_mask: Tensor) -> Tensor:
+    """[B, S] -> [B, 1, 1, S] for attention over the source.
+
+    A row that is all padding would leave its queries nothing to attend to, and softmax over an
+    all -inf row is NaN; such a row attends to everything instead, so its (meaningless) output stays
+    finite and the other rows of the batch are untouched.
+    """
+    allowed = src_mask | ~src_mask.any(dim=-1, keepdim=True)
+    return allowed[:, None, None, :]
+
+
+def look_ahead_mask(n_queries: int, n_keys: int, device: torch.device | None = None) -> Tensor:
+    """[n_queries, n_keys] bool: query i (the last n_queries of n_keys positions) sees keys <= i.
+
+    This is the decoder's mask of §3.2.3 that keeps the auto-regressive property. With n_keys >
+    n_queries the earlier keys come from the decoding cache and are all visible.
+    """
+    first_query = n_keys - n_queries
+    queries = torch.arange(first_query, n_keys, device=device)[:, None]
+    keys = torch.arange(n_keys, device=device)[None, :]
+    return keys <= queries
+
+
+# ----------------------------------------------------------------------------- attention (§3.2)
+
+def scaled_dot_product_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, record: list[Tensor] | None = None
+) -> Tensor:
+    """Eq. 1: softmax(Q K^T / sqrt(d_k)) V, over [B, h, length, d_k] tensors.
+
+    `mask` is bool, True where a query may attend, broadcastable to [B, h, T_q, T_k]. The fused
+    PyTorch kernel does the work unless the caller wants the weights (`record` is a list they are
+    appended to, [B, h, T_q, T_k]), which only the explicit path can give.
+    """
+    if record is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(dim=-1)
+    record.append(weights.detach())
+    return weights @ v
+
+
+class MultiHeadAttention(nn.Module):
+    """§3.2.2: h heads of d_k = d_model / h, each scaled dot-product attention, concatenated and
+    projected by W^O.
+
+    Keys and values are projected apart from queries (`project_key_value`) so the decoder can keep
+    them in its cache and project the encoder output once per sentence.
+    """
+
+    def __init__(self, d_model: int, n_heads: int):
+        super().__init__()
+        self.n_heads = n_heads
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def _split_heads(self, x: Tensor) -> Tensor:
+        batch, length, d_model = x.shape
+        return x.view(batch, length, self.n_heads, d_model // self.n_heads).transpose(1, 2)
+
+    def project_key_value(self, x: Tensor) -> KeyValue:
+        return self._split_heads(self.k_proj(x)), self._split_heads(self.v_proj(x))
+
+    def forward(
+        self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None,
+        record: list[Tensor] | None = None,
+    ) -> Tensor:
+        """query [B, T, d]; key, value from `project_key_value`: [B, h, S, d_k]; returns [B, T, d]."""
+        heads = scaled_dot_product_attention(self._split_heads(self.q_proj(query)), key, value, mask, record)
+        batch, _, length, _ = heads.shape
+        return self.out_proj(heads.transpose(1, 2).reshape(batch, length, -1))
+
+
+# ----------------------------------------------------------------------------- sub-layers (§3.1, §3.3)
+
+class PositionwiseFeedForward(nn.Module):
+    """§3.3, Eq. 2: FFN(x) = max(0, x W1 + b1) W2 + b2, applied to each position alike."""
+
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        self.linear1 = nn.Linear(d_model, d_ff)
+        self.linear2 = nn.Linear(d_ff, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear2(F.relu(self.linear1(x)))
+
+
+class ResidualNorm(nn.Module):
+    """§3.1 and §5.4: the output of each sub-layer is LayerNorm(x + Dropout(Sublayer(x))).
+
+    That is "post" placement, the paper's. "pre" placement (x + Dropout(Sublayer(LayerNorm(x))),
+    from later work, not the paper) normalises the sub-layer's input instead and then needs one
+    final LayerNorm after the whole stack, which the paper's model does not have.
+    """
+
+    def __init__(self, d_model: int, dropout: float, placement: str):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.pre_norm = placement == "pre"
+
+    def sublayer_input(self, x: Tensor) -> Tensor:
+        return self.norm(x) if self.pre_norm else x
+
+    def forward(self, x: Tensor, sublayer_output: Tensor) -> Tensor:
+        y = x + self.dropout(sublayer_output)
+        return y if self.pre_norm else self.norm(y)
+
+
+class EncoderLayer(nn.Module):
+    """§3.1, encoder: multi-head self-attention, then the feed-forward network."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.self_attention = MultiHeadAttention(config.d_model, config.n_heads)
+        self.self_attention_residual = ResidualNorm(config.d_model, config.dropout, config.norm_placement)
+        self.feed_forward = PositionwiseFeedForward(config.d_model, config.d_ff)
+        self.feed_forward_residual = ResidualNorm(config.d_model, config.dropout, config.norm_placement)
+
+    def forward(self, x: Tensor, mask: Tensor, record: list[Tensor] | None = None) -> Tensor:
+        h = self.self_attention_residual.sublayer_input(x)
+        x = self.self_attention_residual(x, self.self_attention(h, *self.self_attention.project_key_value(h), mask, record))
+        h = self.feed_forward_residual.sublayer_input(x)
+        return self.feed_forward_residual(x, self.feed_forward(h))
+
+
+class DecoderLayer(nn.Module):
+    """§3.1, decoder: masked self-attention, attention over the encoder output, feed-forward."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.self_attention = MultiHeadAttention(config.d_model, config.n_heads)
+        self.self_attention_residual = ResidualNorm(config.d_model, config.dropout, config.norm_placement)
+        self.cross_attention = MultiHeadAttention(config.d_model, config.n_heads)
+        self.cross_attention_residual = ResidualNorm(config.d_model, config.dropout, config.norm_placement)
+        self.feed_forward = PositionwiseFeedForward(config.d_model, config.d_ff)
+        self.feed_forward_residual = ResidualNorm(config.d_model, config.dropout, config.norm_placement)
+
+    def forward(
+        self, x: Tensor, memory_kv: KeyValue, memory_mask: Tensor, look_ahead: Tensor | None,
+        past_kv: KeyValue | None = None, record: AttentionMaps | None = None,
+    ) -> tuple[Tensor, KeyValue]:
+        """Returns the layer output and the self-attention keys/values of all positions so far."""
+        h = self.self_attention_residual.sublayer_input(x)
+        key, value = self.self_attention.project_key_value(h)
+        if past_kv is not None:
+            key, value = torch.cat([past_kv[0], key], dim=2), torch.cat([past_kv[1], value], dim=2)
+        attended = self.self_attention(h, key, value, look_ahead, record.decoder_self if record else None)
+        x = self.self_attention_residual(x, attended)
+
+        h = self.cross_attention_residual.sublayer_input(x)
+        attended = self.cross_attention(h, *memory_kv, memory_mask, record.cross if record else None)
+        x = self.cross_attention_residual(x, attended)
+
+        h = self.feed_forward_residual.sublayer_input(x)
+        return self.feed_forward_residual(x, self.feed_forward(h)), (key, value)
+
+
+# ----------------------------------------------------------------------------- embeddings (§3.4, §3.5)
+
+def sinusoid_table(n_positions: int, d_model: int) -> Tensor:
+    """§3.5: PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)).
+
+    Computed in float64 so that large positions keep their precision, then stored as float32.
+    """
+    position = torch.arange(n_positions, dtype=torch.float64)[:, None]
+    two_i = torch.arange(0, d_model, 2, dtype=torch.float64)
+    angle = position / torch.pow(10000.0, two_i / d_model)
+    table = torch.empty(n_positions, d_model, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(angle)
+    table[:, 1::2] = torch.cos(angle)
+    return table.float()
+
+
+class SinusoidalPositionalEncoding(nn.Module):
+    """§3.5: fixed sinusoids, "may allow the model to extrapolate to sequence lengths longer than
+    the ones encountered during training": the table grows on demand, so no length is out of range."""
+
+    def __init__(self, d_model: int, max_positions: int):
+        super().__init__()
+        self.d_model = d_model
+        self.register_buffer("table", sinusoid_table(max_positions, d_model), persistent=False)
+
+    def forward(self, length: int, offset: int = 0) -> Tensor:
+        end = offset + length
+        if end > self.table.size(0):
+            self.table = sinusoid_table(max(end, 2 * self.table.size(0)), self.d_model).to(self.table.device)
+        return self.table[offset:end]
+
+
+class LearnedPositionalEncoding(nn.Module):
+    """Table 3 row (E): a learned embedding per position instead of sinusoids (up to max_positions)."""
+
+    def __init__(self, d_model: int, max_positions: int):
+        super().__init__()
+        self.embedding = nn.Embedding(max_positions, d_model)
+
+    def forward(self, length: int, offset: int = 0) -> Tensor:
+        end = offset + length
+        if end > self.embedding.num_embeddings:
+            raise ValueError(
+                f"position {end - 1} is beyond the {self.embedding.num_embeddings} learned positions "
+                "(max_positions); sinusoidal positions have no such limit")
+        return self.embedding.weight[offset:end]
+
+
+class Embeddings(nn.Module):
+    """§3.4 + §3.5 + §5.4: token embedding * sqrt(d_model) + positional encoding, then dropout."""
+
+    def __init__(self, tokens: nn.Embedding, config: ModelConfig):
+        super().__init__()
+        self.tokens = tokens
+        self.scale = math.sqrt(config.d_model)
+        position_class = (SinusoidalPositionalEncoding if config.positional_encoding == "sinusoidal"
+                          else LearnedPositionalEncoding)
+        self.positions = position_class(config.d_model, config.max_positions)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, tokens: Tensor, offset: int = 0) -> Tensor:
+        x = self.tokens(tokens) * self.scale + self.positions(tokens.size(1), offset)
+        return self.dropout(x)
+
+
+# ----------------------------------------------------------------------------- decoding state
+
+@dataclass
+class DecoderCache:
+    """Explicit incremental-decoding state (as fairseq's incremental_state, but an object).
+
+    `cross` holds each layer's keys/values of the encoder output, projected once per sentence;
+    `self_attention` each layer's keys/values of the target positions decoded so far, so a new
+    token costs one step of the decoder, not a re-run of the prefix.
+    """
+
+    cross: list[KeyValue]
+    self_attention: list[KeyValue | None]
+
+    @property
+    def length(self) -> int:
+        """How many target positions are cached."""
+        first = self.self_attention[0]
+        return 0 if first is None else first[0].size(2)
+
+    def select(self, rows: Tensor, cross: bool = True) -> None:
+        """Keep (and reorder, or repeat) batch rows, e.g. the surviving beams of beam search.
+
+        With cross=False the encoder keys/values are left as they are (beams that stay within
+        their sentence need no reordering of the source side).
+        """
+        self.self_attention = [None if kv is None else (kv[0][rows], kv[1][rows]) for kv in self.self_attention]
+        if cross:
+            self.cross = [(k[rows], v[rows]) for k, v in self.cross]
+
+
+@dataclass
+class AttentionMaps:
+    """Attention weights recorded during a forward pass, one [B, h, T_q, T_k] tensor per layer."""
+
+    encoder: list[Tensor] = field(default_factory=list)
+    decoder_self: list[Tensor] = field(default_factory=list)
+    cross: list[Tensor] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- the model (§3, Figure 1)
+
+class Encoder(nn.Module):
+    """§3.1: a stack of N identical encoder layers."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.n_encoder_layers))
+        # Only pre-norm needs a final LayerNorm; the paper's post-norm stack ends in one already.
+        self.final_norm = nn.LayerNorm(config.d_model) if config.norm_placement == "pre" else nn.Identity()
+
+    def forward(self, x: Tensor, mask: Tensor, record: AttentionMaps | None = None) -> Tensor:
+        for layer in self.layers:
+            x = layer(x, mask, record.encoder if record else None)
+        return self.final_norm(x)
+
+
+class Decoder(nn.Module):
+    """§3.1: a stack of N identical decoder layers."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.n_decoder_layers))
+        self.final_norm = nn.LayerNorm(config.d_model) if config.norm_placement == "pre" else nn.Identity()
+
+    def forward(
+        self, x: Tensor, memory_kv: list[KeyValue], memory_mask: Tensor, cache: DecoderCache | None = None,
+        record: AttentionMaps | None = None,
+    ) -> Tensor:
+        past = cache.length if cache is not None else 0
+        n_new = x.size(1)
+        # One new token may look at every cached position: no mask needed.
+        look_ahead = None if n_new == 1 else look_ahead_mask(n_new, past + n_new, x.device)
+        for i, layer in enumerate(self.layers):
+            past_kv = cache.self_attention[i] if cache is not None else None
+            x, kv = layer(x, memory_kv[i], memory_mask, look_ahead, past_kv, record)
+            if cache is not None:
+                cache.self_attention[i] = kv
+        return self.final_norm(x)
+
+
+class Transformer(nn.Module):
+    """Figure 1: encoder-decoder with shared embeddings and a linear + softmax output (§3.4).
+
+    `forward(src, tgt_in)` gives the logits for teacher forcing; `encode` and `decode` are the two
+    halves that decoding uses, with a `DecoderCache` for one step per new token.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        source_tokens = nn.Embedding(config.vocab_size, config.d_model)
+        target_tokens = source_tokens if config.share_embeddings else nn.Embedding(config.vocab_size, config.d_model)
+        self.source_embeddings = Embeddings(source_tokens, config)
+        self.target_embeddings = Embeddings(target_tokens, config)
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        # §3.4: the pre-softmax linear transformation shares the embedding matrix (no bias).
+        self.output_projection = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.share_embeddings:
+            self.output_projection.weight = target_tokens.weight
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # Xavier-uniform projections, zero biases; then embeddings N(0, d^-1/2), so that
+        # embedding * sqrt(d_model) has unit variance. Embeddings last: with sharing, the output
+        # projection is the embedding matrix and must keep the embedding's initialisation.
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        for module in self.modules():
+            if isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=self.config.d_model ** -0.5)
+
+    def encode(self, src: Tensor, record: AttentionMaps | None = None) -> Tensor:
+        """src [B, S] -> memory [B, S, d] (the encoder output)."""
+        mask = key_padding_mask(padding_mask(src, self.config.pad_id))
+        return self.encoder(self.source_embeddings(src), mask, record)
+
+    def new_cache(self, memory: Tensor) -> DecoderCache:
+        """An empty decoding cache with the encoder output projected once for every layer."""
+        cross = [layer.cross_attention.project_key_value(memory) for layer in self.decoder.layers]
+        return DecoderCache(cross=cross, self_attention=[None] * len(cross))
+
+    def decode(
+        self, tgt_in: Tensor, memory: Tensor | None, src_mask: Tensor, cache: DecoderCache | None = None,
+        record: AttentionMaps | None = None,
+    ) -> Tensor:
+        """Logits [B, T, vocab] for target inputs [B, T] given the encoder output.
+
+        `src_mask` is `padding_mask(src, pad_id)`. With a `cache` (from `new_cache`), `tgt_in` holds
+        only the new positions, which follow the cached ones, and `memory` is not needed.
+        """
+        memory_kv = cache.cross if cache is not None else [
+            layer.cross_attention.project_key_value(memory) for layer in self.decoder.layers]
+        offset = cache.length if cache is not None else 0
+        x = self.target_embeddings(tgt_in, offset)
+        x = self.decoder(x, memory_kv, key_padding_mask(src_mask), cache, record)
+        return self.output_projection(x)
+
+    def forward(self, src: Tensor, tgt_in: Tensor, record: AttentionMaps | None = None) -> Tensor:
+        """Teacher forcing: logits [B, T, vocab] for src [B, S] and tgt_in [B, T] (<sos> + target)."""
+        memory = self.encode(src, record)
+        return self.decode(tgt_in, memory, padding_mask(src, self.config.pad_id), record=record)
+
+
+def parameter_counts(model: Transformer) -> dict[str, int]:
+    """Parameters per component, each shared tensor counted once (as the paper counts them)."""
+    seen: set[int] = set()
+
+    def count(module: nn.Module) -> int:
+        total = 0
+        for parameter in module.parameters():
+            if id(parameter) not in seen:
+                seen.add(id(parameter))
+                total += parameter.numel()
+        return total
+
+    counts = {
+        "embeddings": count(model.source_embeddings) + count(model.target_embeddings) + count(model.output_projection),
+        "encoder": count(model.encoder),
+        "decoder": count(model.decoder),
+    }
+    counts["total"] = sum(counts.values())
+    return counts
