@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from pathlib import Path
 
 from aiayn.model.config import ModelConfig
 
@@ -13,7 +15,8 @@ def _params(args: argparse.Namespace) -> int:
     config = ModelConfig.preset(args.preset, vocab_size=args.vocab_size)
     counts = parameter_counts(Transformer(config))
     print(f"preset {args.preset}: d_model {config.d_model}, heads {config.n_heads}, d_ff {config.d_ff}, "
-          f"layers {config.n_encoder_layers}+{config.n_decoder_layers}, vocabulary {config.vocab_size} (shared embeddings: {config.share_embeddings})")
+          f"layers {config.n_encoder_layers}+{config.n_decoder_layers}, vocabulary {config.vocab_size} "
+          f"(shared embeddings: {config.share_embeddings})")
     for name, value in counts.items():
         print(f"{name:>12}: {value:>13,}  ({value / 1e6:.1f}M)")
     paper = ModelConfig.PAPER_PARAMETERS.get(args.preset)
@@ -22,20 +25,145 @@ def _params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from aiayn.training.trainer import TrainConfig, train
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    values["time_budget_s"] = args.time_budget * 60 if args.time_budget else None
+    if args.resume:
+        stopping = {k: values[k] for k in ("max_steps", "max_epochs", "time_budget_s")}
+        config = TrainConfig(**stopping) if any(stopping.values()) else None
+        train(args.resume, config=config, resume=True)
+        return 0
+    if args.multi30k:
+        from aiayn.data.multi30k import split_path
+
+        src_lang, _, tgt_lang = args.multi30k.partition("-")
+        values.update(source_lang=src_lang, target_lang=tgt_lang,
+                      train_src=str(split_path("train", src_lang, args.data_dir)),
+                      train_tgt=str(split_path("train", tgt_lang, args.data_dir)),
+                      valid_src=str(split_path("val", src_lang, args.data_dir)),
+                      valid_tgt=str(split_path("val", tgt_lang, args.data_dir)))
+    if not (values.get("train_src") and values.get("train_tgt")):
+        raise SystemExit("aiayn train: give --train-src and --train-tgt, or --multi30k SRC-TGT")
+    overrides = {k: v for k, v in dict(dropout=args.dropout, positional_encoding=args.positional_encoding,
+                                       norm_placement=args.norm_placement).items() if v is not None}
+    train(args.out, ModelConfig.preset(args.preset, **overrides), TrainConfig(**values))
+    return 0
+
+
+def _average(args: argparse.Namespace) -> int:
+    from aiayn.checkpoint import AVERAGE_DIR, average_checkpoints, step_checkpoints
+
+    paths = step_checkpoints(Path(args.run_dir))[-args.last:]
+    if len(paths) < args.last:
+        print(f"note: {args.run_dir} has {len(paths)} checkpoints, fewer than --last {args.last}", file=sys.stderr)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "checkpoints" / AVERAGE_DIR
+    print(f"averaged {', '.join(p.name for p in paths)} into {average_checkpoints(paths, out)}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from aiayn.evaluation.plots import plot_run
+
+    print(plot_run(args.run_dir, args.out))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from aiayn.demo import run_demo
+
+    run_demo(args.out, minutes=args.minutes, seed=args.seed)
+    return 0
+
+
+def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    data = p.add_argument_group("data")
+    data.add_argument("--multi30k", metavar="SRC-TGT", help="Multi30k language pair, e.g. de-en (train + val splits)")
+    data.add_argument("--data-dir", help="local copy of the Multi30k raw files (default: download once to the cache)")
+    data.add_argument("--train-src", dest="train_src")
+    data.add_argument("--train-tgt", dest="train_tgt")
+    data.add_argument("--valid-src", dest="valid_src")
+    data.add_argument("--valid-tgt", dest="valid_tgt")
+    data.add_argument("--vocab-size", dest="vocab_size", type=int, default=8000, help="shared BPE vocabulary size")
+    data.add_argument("--max-length", dest="max_length", type=int, default=250, help="skip pairs with a side longer than this (subwords)")
+    model = p.add_argument_group("model")
+    model.add_argument("--preset", default="small", choices=sorted(ModelConfig.PRESETS))
+    model.add_argument("--dropout", type=float)
+    model.add_argument("--positional-encoding", choices=["sinusoidal", "learned"])
+    model.add_argument("--norm-placement", choices=["post", "pre"])
+    opt = p.add_argument_group("optimisation (§5.3, §5.4)")
+    opt.add_argument("--batch-tokens", dest="batch_tokens", type=int, default=8000, help="source+target tokens per batch")
+    opt.add_argument("--accumulate", type=int, default=1, help="batches per optimizer step")
+    opt.add_argument("--label-smoothing", dest="label_smoothing", type=float, default=0.1)
+    opt.add_argument("--warmup", dest="warmup_steps", type=int, default=4000)
+    opt.add_argument("--lr-scale", dest="lr_scale", type=float, default=1.0, help="factor on the §5.3 learning rate")
+    opt.add_argument("--adam-beta1", dest="adam_beta1", type=float, default=0.9)
+    opt.add_argument("--adam-beta2", dest="adam_beta2", type=float, default=0.98)
+    opt.add_argument("--adam-eps", dest="adam_eps", type=float, default=1e-9)
+    opt.add_argument("--clip-norm", dest="clip_norm", type=float, default=0.0, help="0 = no clipping")
+    opt.add_argument("--seed", type=int, default=1)
+    stop = p.add_argument_group("stopping, validation, checkpoints")
+    stop.add_argument("--max-steps", dest="max_steps", type=int)
+    stop.add_argument("--max-epochs", dest="max_epochs", type=int)
+    stop.add_argument("--time-budget", type=float, help="minutes of training steps")
+    stop.add_argument("--eval-every", dest="eval_every", type=int, default=500)
+    stop.add_argument("--bleu-sentences", dest="bleu_sentences", type=int, help="validate BLEU on the first N sentences")
+    stop.add_argument("--save-every", dest="save_every", type=int, default=500)
+    stop.add_argument("--keep-last", dest="keep_last", type=int, default=5)
+    stop.add_argument("--log-every", dest="log_every", type=int, default=10)
+    device = p.add_argument_group("device")
+    device.add_argument("--device", default="cpu")
+    device.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPUs with avx512_bf16, GPUs)")
+    device.add_argument("--compile", action="store_true", help="torch.compile the model")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aiayn", description="The Transformer of 'Attention Is All You Need'.")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    params = verbs.add_parser("params", help="print the parameter count of a preset, per component")
-    params.add_argument("--preset", default="base", choices=sorted(ModelConfig.PRESETS))
-    params.add_argument("--vocab-size", type=int, default=37000, help="shared vocabulary size (paper: 37000 BPE)")
-    params.set_defaults(run=_params)
+    p = verbs.add_parser("demo", help="train a small English->German number-word translator (no download) and test it")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--minutes", type=float, default=2.0, help="training time")
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(run=_demo)
+
+    p = verbs.add_parser("train", help="train a translator on parallel text (§5)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", help="new run directory")
+    target.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
+    _add_train_arguments(p)
+    p.set_defaults(run=_train)
+
+    p = verbs.add_parser("average", help="average the last N checkpoints of a run (§6.1)")
+    p.add_argument("run_dir")
+    p.add_argument("--last", type=int, default=5)
+    p.add_argument("--out", help="default: RUN_DIR/checkpoints/average")
+    p.set_defaults(run=_average)
+
+    p = verbs.add_parser("plot", help="draw a run's loss, learning rate and BLEU curves to a PNG")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="default: RUN_DIR/curves.png")
+    p.set_defaults(run=_plot)
+
+    p = verbs.add_parser("params", help="print the parameter count of a preset, per component")
+    p.add_argument("--preset", default="base", choices=sorted(ModelConfig.PRESETS))
+    p.add_argument("--vocab-size", type=int, default=37000, help="shared vocabulary size (paper: 37000 BPE)")
+    p.set_defaults(run=_params)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    from aiayn.checkpoint import CheckpointError
+    from aiayn.data.corpus import CorpusError
+    from aiayn.training.trainer import TrainingDiverged
+
+    try:
+        return args.run(args)
+    except (CorpusError, CheckpointError, TrainingDiverged, FileExistsError) as error:
+        print(f"aiayn {args.verb}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,77 @@
+"""Parallel text: one sentence a line, plain or gzipped UTF-8, with errors that say where."""
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class CorpusError(ValueError):
+    """Bad input data; the message names the file (and line) at fault."""
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """All lines of a plain or .gz UTF-8 file, without line ends.
+
+    Raises CorpusError naming the file for a missing file and the line for invalid UTF-8.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"{path}: no such file")
+    opener = gzip.open if path.suffix == ".gz" else open
+    lines = []
+    try:
+        with opener(path, "rb") as f:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    lines.append(raw.decode("utf-8").rstrip("\r\n"))
+                except UnicodeDecodeError as error:
+                    raise CorpusError(f"{path}, line {number}: not valid UTF-8 "
+                                      f"({error.reason} at byte {error.start})") from None
+    except (OSError, EOFError) as error:  # e.g. a truncated or non-gzip .gz file
+        raise CorpusError(f"{path}: cannot be read ({error})") from error
+    return lines
+
+
+def read_parallel(src_path: str | Path, tgt_path: str | Path) -> tuple[list[str], list[str]]:
+    """Line-aligned source and target sentences; CorpusError if the files differ in length."""
+    src, tgt = read_lines(src_path), read_lines(tgt_path)
+    if len(src) != len(tgt):
+        raise CorpusError(f"parallel files differ in length: {src_path} has {len(src)} lines, "
+                          f"{tgt_path} has {len(tgt)} lines")
+    return src, tgt
+
+
+@dataclass
+class FilterReport:
+    """What `filter_pairs` kept and skipped, for the training log."""
+
+    kept: int = 0
+    empty: int = 0
+    too_long: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return f"kept {self.kept} pairs, skipped {self.empty} with an empty side and {self.too_long} over the length limit"
+
+
+def filter_pairs(
+    src_ids: list[list[int]], tgt_ids: list[list[int]], max_tokens: int, source_name: str = "corpus",
+) -> tuple[list[int], FilterReport]:
+    """Indices of the pairs to train on: both sides non-empty and at most max_tokens subwords."""
+    report = FilterReport()
+    keep = []
+    for index, (s, t) in enumerate(zip(src_ids, tgt_ids)):
+        if not s or not t:
+            report.empty += 1
+            reason = "empty"
+        elif len(s) > max_tokens or len(t) > max_tokens:
+            report.too_long += 1
+            reason = f"longer than {max_tokens} tokens"
+        else:
+            keep.append(index)
+            continue
+        if len(report.examples) < 3:
+            report.examples.append(f"{source_name} line {index + 1}: {reason}")
+    report.kept = len(keep)
+    return keep, report

@@ -1,0 +1,59 @@
+"""One shared subword vocabulary for source and target (§5.1, BPE), learned with SentencePiece."""
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from pathlib import Path
+
+import sentencepiece as spm
+
+# The special ids the model configuration expects (ModelConfig: pad 0, bos 1, eos 2).
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+
+
+class Tokenizer:
+    """Raw text <-> subword ids with a SentencePiece BPE model.
+
+    Byte fallback is on, so no character is ever unknown: a character outside the vocabulary
+    becomes its UTF-8 bytes and decodes back to itself. Decoding joins pieces back into plain text,
+    with no U+2581 word-boundary marks left over.
+    """
+
+    def __init__(self, model_proto: bytes):
+        self.model_proto = model_proto
+        self.processor = spm.SentencePieceProcessor(model_proto=model_proto)
+        if (self.processor.pad_id(), self.processor.bos_id(), self.processor.eos_id()) != (PAD_ID, BOS_ID, EOS_ID):
+            raise ValueError("tokenizer model does not use pad 0, bos 1, eos 2")
+
+    @classmethod
+    def train(cls, sentences: Iterable[str], vocab_size: int, max_sentences: int = 2_000_000) -> "Tokenizer":
+        """Learn a BPE vocabulary of about `vocab_size` pieces on the given (source + target) text."""
+        model = io.BytesIO()
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences), model_writer=model,
+            model_type="bpe", vocab_size=vocab_size, byte_fallback=True, character_coverage=1.0,
+            pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID,
+            input_sentence_size=max_sentences, shuffle_input_sentence=True,
+            hard_vocab_limit=False, num_threads=2, minloglevel=2)
+        return cls(model.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Tokenizer":
+        return cls(Path(path).read_bytes())
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_bytes(self.model_proto)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.processor.get_piece_size()
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return self.processor.encode(texts)
+
+    def decode(self, ids: list[list[int]]) -> list[str]:
+        return self.processor.decode(ids)
+
+    def pieces(self, ids: list[int]) -> list[str]:
+        """The subword pieces of ids, for labelling pictures."""
+        return [self.processor.id_to_piece(i) for i in ids]

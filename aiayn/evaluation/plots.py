@@ -1,0 +1,44 @@
+"""Training curves as a picture: loss, learning rate and validation BLEU of a run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no metrics (is {run_dir} a training run?)")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Draw RUN/metrics.jsonl into a PNG (default RUN/curves.png) and return its path."""
+    records = read_metrics(run_dir)
+    train = [r for r in records if "train_loss" in r]
+    valid = [r for r in records if "valid_loss" in r]
+    figure, (loss_axis, lr_axis, bleu_axis) = plt.subplots(1, 3, figsize=(15, 4))
+    loss_axis.plot([r["step"] for r in train], [r["train_loss"] for r in train], label="train (label-smoothed)")
+    loss_axis.plot([r["step"] for r in train], [r["train_nll"] for r in train], label="train NLL", alpha=0.7)
+    if valid:
+        loss_axis.plot([r["step"] for r in valid], [r["valid_nll"] for r in valid], "o-", label="validation NLL")
+    loss_axis.set(xlabel="step", ylabel="loss per target token", title="loss")
+    loss_axis.legend()
+    lr_axis.plot([r["step"] for r in train], [r["lr"] for r in train])
+    lr_axis.set(xlabel="step", ylabel="learning rate", title="learning rate (§5.3)")
+    if valid:
+        bleu_axis.plot([r["step"] for r in valid], [r["valid_bleu"] for r in valid], "o-")
+    bleu_axis.set(xlabel="step", ylabel="BLEU", title="validation BLEU (greedy, sacreBLEU)")
+    for axis in (loss_axis, lr_axis, bleu_axis):
+        axis.grid(alpha=0.3)
+    figure.suptitle(str(Path(run_dir).name))
+    figure.tight_layout()
+    out = Path(out) if out else Path(run_dir) / "curves.png"
+    figure.savefig(out, dpi=100)
+    plt.close(figure)
+    return out
