@@ -77,6 +77,88 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _translator(args: argparse.Namespace):
+    from aiayn.decoding.translator import Translator
+
+    return Translator.from_checkpoint(args.checkpoint, device=args.device, announce=True)
+
+
+def _read_input(path: str | None) -> list[str]:
+    from aiayn.data.corpus import decode_lines, read_lines
+
+    return read_lines(path) if path else decode_lines(sys.stdin.buffer, "<stdin>")
+
+
+def _translate(args: argparse.Namespace) -> int:
+    from aiayn.decoding.search import Sampling
+
+    translator = _translator(args)
+    lines = _read_input(args.input)
+    sampling = (Sampling(args.temperature, args.top_k, args.top_p, args.seed) if args.sample else None)
+    progress = bool(args.input) or not sys.stdin.isatty()
+    if args.n_best > 1:
+        found = translator.translate_n_best(lines, args.n_best, max(args.beam, args.n_best), args.alpha, args.batch_tokens)
+        out_lines = [f"{i} ||| {text} ||| {score:.4f}" for i, hyps in enumerate(found) for text, score in hyps]
+    else:
+        out_lines = translator.translate(lines, 1 if sampling else args.beam, args.alpha, args.batch_tokens,
+                                         args.no_repeat_ngram_size, sampling, progress=progress)
+    text = "".join(line + "\n" for line in out_lines)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from aiayn.data.corpus import read_parallel
+    from aiayn.evaluation.bleu import bleu, chrf, tokenized_lowercased_bleu
+
+    translator = _translator(args)
+    sources, references = read_parallel(args.src, args.ref)
+    hypotheses = translator.translate(sources, args.beam, args.alpha, args.batch_tokens, progress=True)
+    if args.hyp:
+        Path(args.hyp).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+    lang = args.lang or (translator.config.get("languages") or {}).get("target") or "en"
+    decoding = "greedy" if args.beam == 1 else f"beam {args.beam}, alpha {args.alpha}"
+    print(f"{len(hypotheses)} sentences, {decoding}")
+    for label, score in (("sacreBLEU", bleu(hypotheses, references)), ("chrF", chrf(hypotheses, references))):
+        print(f"{label:<10} {score.text}\n{'':<10} signature {score.signature}")
+    tokenized = tokenized_lowercased_bleu(hypotheses, references, lang)
+    print(f"BLEU {tokenized.score:.2f} on Moses-tokenised, lowercased text (as in Multi30k papers; "
+          f"not comparable with sacreBLEU)")
+    return 0
+
+
+def _attention(args: argparse.Namespace) -> int:
+    from aiayn.evaluation.attention_plot import draw_all_heads, draw_attention
+
+    result = _translator(args).attention(args.src, args.tgt, beam=args.beam)
+    print(f"{args.src}\n-> {result.translation}")
+    if args.all_heads:
+        path = draw_all_heads(result, args.out, args.kind)
+    else:
+        path = draw_attention(result, args.out, args.kind, args.layer, args.head)
+    print(f"wrote {path}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiayn.serving.app import serve
+
+    serve(args.checkpoint, args.host, args.port, 0.0 if args.no_batching else args.max_wait_ms,
+          0 if args.no_batching else args.max_batch_tokens, args.device)
+    return 0
+
+
+def _add_decoding_arguments(p: argparse.ArgumentParser, beam: int = 4) -> None:
+    p.add_argument("--checkpoint", required=True, help="a checkpoint, or a run directory (averaged, best or last)")
+    p.add_argument("--beam", type=int, default=beam, help="beam size (§6.1: 4); 1 = greedy")
+    p.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty ((5+|Y|)/6)^alpha")
+    p.add_argument("--batch-tokens", type=int, default=8000, help="decoding batch size in tokens x beams")
+    p.add_argument("--device", default="cpu")
+
+
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     data = p.add_argument_group("data")
     data.add_argument("--multi30k", metavar="SRC-TGT", help="Multi30k language pair, e.g. de-en (train + val splits)")
@@ -134,6 +216,48 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
     _add_train_arguments(p)
     p.set_defaults(run=_train)
+
+    p = verbs.add_parser("translate", help="translate raw text, one sentence a line (stdin or --input)")
+    _add_decoding_arguments(p)
+    p.add_argument("--input", help="file to translate (default: stdin)")
+    p.add_argument("--output", help="file to write (default: stdout)")
+    p.add_argument("--n-best", type=int, default=1, help="write the N best as 'line ||| text ||| score'")
+    p.add_argument("--no-repeat-ngram-size", type=int, default=0)
+    p.add_argument("--sample", action="store_true", help="sample instead of searching")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int)
+    p.set_defaults(run=_translate)
+
+    p = verbs.add_parser("evaluate", help="translate a test set and score it (sacreBLEU, chrF, tokenised BLEU)")
+    _add_decoding_arguments(p)
+    p.add_argument("--src", required=True)
+    p.add_argument("--ref", required=True)
+    p.add_argument("--hyp", help="also write the translations to this file")
+    p.add_argument("--lang", help="target language for the Moses tokeniser (default: the checkpoint's)")
+    p.set_defaults(run=_evaluate)
+
+    p = verbs.add_parser("attention", help="draw attention maps of a sentence as a PNG")
+    _add_decoding_arguments(p)
+    p.add_argument("--src", required=True, help="source sentence")
+    p.add_argument("--tgt", help="target sentence (default: the model's translation)")
+    p.add_argument("--out", required=True, help="PNG file")
+    p.add_argument("--kind", default="cross", choices=["cross", "encoder", "decoder"])
+    p.add_argument("--layer", type=int, default=-1, help="layer (negative counts from the last)")
+    p.add_argument("--head", type=int, help="one head (default: the average over heads)")
+    p.add_argument("--all-heads", action="store_true", help="a grid of every layer and head")
+    p.set_defaults(run=_attention)
+
+    p = verbs.add_parser("serve", help="serve a checkpoint over HTTP, with a web page showing the attention")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint, or a run directory (averaged, best or last)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
+    p.add_argument("--max-batch-tokens", type=int, default=4000, help="source tokens in one decoding batch")
+    p.add_argument("--no-batching", action="store_true", help="decode one request at a time")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run=_serve)
 
     p = verbs.add_parser("average", help="average the last N checkpoints of a run (§6.1)")
     p.add_argument("run_dir")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,17 +20,21 @@ def read_lines(path: str | Path) -> list[str]:
     if not path.is_file():
         raise CorpusError(f"{path}: no such file")
     opener = gzip.open if path.suffix == ".gz" else open
-    lines = []
     try:
         with opener(path, "rb") as f:
-            for number, raw in enumerate(f, start=1):
-                try:
-                    lines.append(raw.decode("utf-8").rstrip("\r\n"))
-                except UnicodeDecodeError as error:
-                    raise CorpusError(f"{path}, line {number}: not valid UTF-8 "
-                                      f"({error.reason} at byte {error.start})") from None
+            return decode_lines(f, str(path))
     except (OSError, EOFError) as error:  # e.g. a truncated or non-gzip .gz file
         raise CorpusError(f"{path}: cannot be read ({error})") from error
+
+
+def decode_lines(raw_lines: Iterable[bytes], name: str) -> list[str]:
+    """UTF-8 lines without line ends; CorpusError naming `name` and the line for invalid UTF-8."""
+    lines = []
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            lines.append(raw.decode("utf-8").rstrip("\r\n"))
+        except UnicodeDecodeError as error:
+            raise CorpusError(f"{name}, line {number}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
     return lines
 
 

@@ -1,5 +1,13 @@
-"""Decoding from <sos> until <eos> (§6.1), batched, with the decoder's cache: one step per token."""
+"""Decoding from <sos> until <eos> (§6.1): greedy, sampling and beam search, batched.
+
+All three keep the decoder's keys/values in a `DecoderCache`, so each new token costs one decoder
+step; `use_cache=False` re-runs the whole prefix instead (slow, for tests that the cache changes
+nothing). A sentence's output never depends on the batch it is decoded in: its length cap is its
+own (source length + 50), and finished sentences leave the batch.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -11,43 +19,216 @@ EXTRA_OUTPUT_LENGTH = 50
 
 
 def max_output_lengths(src_mask: Tensor, extra: int = EXTRA_OUTPUT_LENGTH) -> Tensor:
-    """Per sentence: its source length in tokens (with <eos>) + 50, so the cap never depends on the batch."""
+    """Per sentence: its source length in tokens (with <eos>) + 50."""
     return src_mask.sum(dim=1) + extra
 
 
-def forbid_special_tokens(logits: Tensor, model: Transformer) -> Tensor:
-    """Padding and <sos> are never outputs."""
-    logits[:, model.config.pad_id] = float("-inf")
-    logits[:, model.config.bos_id] = float("-inf")
-    return logits
+def length_penalty(length: int, alpha: float) -> float:
+    """GNMT's lp(Y) = ((5 + |Y|) / 6)^alpha (Wu et al. 2016, the paper's reference [38], which §6.1
+    follows with alpha = 0.6). Not |Y|^alpha, which fairseq and Hugging Face use under this name.
+    Hypotheses are compared by log P(Y|X) / lp(Y); |Y| counts the output tokens with <eos>."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+class _Decoder:
+    """The model's decoder for a batch of rows, one step at a time, with or without the cache."""
+
+    def __init__(self, model: Transformer, src: Tensor, use_cache: bool):
+        self.model = model
+        self.src_mask = padding_mask(src, model.config.pad_id)
+        memory = model.encode(src)
+        self.cache = model.new_cache(memory) if use_cache else None
+        self.memory = None if use_cache else memory
+        self.prefix: Tensor | None = None
+
+    def step(self, new_tokens: Tensor) -> Tensor:
+        """Log-probabilities [rows, vocab] of the next token after `new_tokens` [rows]."""
+        if self.cache is not None:
+            logits = self.model.decode(new_tokens[:, None], None, self.src_mask, self.cache)[:, -1]
+        else:
+            column = new_tokens[:, None]
+            self.prefix = column if self.prefix is None else torch.cat([self.prefix, column], dim=1)
+            logits = self.model.decode(self.prefix, self.memory, self.src_mask)[:, -1]
+        log_probs = logits.float().log_softmax(dim=-1)
+        log_probs[:, self.model.config.pad_id] = float("-inf")  # padding and <sos> are never outputs
+        log_probs[:, self.model.config.bos_id] = float("-inf")
+        return log_probs
+
+    def select(self, rows: Tensor, same_sentences: bool = False) -> None:
+        """Keep (reorder, repeat) rows; with same_sentences the source side needs no reordering."""
+        if self.cache is not None:
+            self.cache.select(rows, cross=not same_sentences)
+        else:
+            self.prefix = None if self.prefix is None else self.prefix[rows]
+            self.memory = self.memory[rows]
+        self.src_mask = self.src_mask[rows]
+
+
+def ban_repeated_ngrams(log_probs: Tensor, history: list[list[int]], n: int) -> None:
+    """Forbid any token that would repeat an n-gram already in that row's history (in place)."""
+    for row, tokens in enumerate(history):
+        if len(tokens) < n - 1:
+            continue
+        context = tuple(tokens[len(tokens) - n + 1:]) if n > 1 else ()
+        banned = [tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tuple(tokens[i:i + n - 1]) == context]
+        if banned:
+            log_probs[row, banned] = float("-inf")
+
+
+@dataclass
+class Sampling:
+    """Random sampling for the next token: temperature, then top-k and/or nucleus (top-p) filtering."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError("temperature must be positive")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        self.generator = torch.Generator()
+        if self.seed is not None:
+            self.generator.manual_seed(self.seed)
+
+    def pick(self, log_probs: Tensor) -> Tensor:
+        scores = log_probs / self.temperature
+        if self.top_k > 0:
+            kth = scores.topk(min(self.top_k, scores.size(-1)), dim=-1).values[:, -1:]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        if self.top_p < 1.0:
+            sorted_scores, order = scores.sort(dim=-1, descending=True)
+            cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+            outside = cumulative - sorted_scores.softmax(dim=-1) >= self.top_p  # keep the first token always
+            scores = scores.scatter(-1, order, sorted_scores.masked_fill(outside, float("-inf")))
+        probs = scores.softmax(dim=-1).cpu()
+        return torch.multinomial(probs, 1, generator=self.generator).squeeze(1).to(log_probs.device)
 
 
 @torch.inference_mode()
-def greedy_search(model: Transformer, src: Tensor, extra_length: int = EXTRA_OUTPUT_LENGTH) -> list[list[int]]:
-    """The most probable next token at every step. Returns each sentence's ids without <sos>/<eos>.
+def greedy_search(
+    model: Transformer, src: Tensor, extra_length: int = EXTRA_OUTPUT_LENGTH, no_repeat_ngram_size: int = 0,
+    sampling: Sampling | None = None, use_cache: bool = True,
+) -> list[list[int]]:
+    """The most probable next token at every step (or a sampled one, with `sampling`).
 
-    Sentences that finish leave the batch (with their cache rows), so the steps left cost only
-    what the unfinished ones need.
+    Returns each sentence's output ids without <sos>/<eos>. Finished sentences leave the batch.
     """
-    config = model.config
-    src_mask = padding_mask(src, config.pad_id)
-    cache = model.new_cache(model.encode(src))
-    limits = max_output_lengths(src_mask, extra_length)
+    eos = model.config.eos_id
+    decoder = _Decoder(model, src, use_cache)
+    limits = max_output_lengths(decoder.src_mask, extra_length)
     outputs: list[list[int]] = [[] for _ in range(src.size(0))]
-    alive = torch.arange(src.size(0))
-    last = torch.full((src.size(0), 1), config.bos_id, dtype=torch.long, device=src.device)
+    alive = list(range(src.size(0)))
+    last = torch.full((src.size(0),), model.config.bos_id, dtype=torch.long, device=src.device)
     step = 0
-    while alive.numel():
-        logits = forbid_special_tokens(model.decode(last, None, src_mask, cache)[:, -1].float(), model)
-        best = logits.argmax(dim=-1)
+    while alive:
+        log_probs = decoder.step(last)
+        if no_repeat_ngram_size:
+            ban_repeated_ngrams(log_probs, [outputs[row] for row in alive], no_repeat_ngram_size)
+        chosen = sampling.pick(log_probs) if sampling else log_probs.argmax(dim=-1)
         step += 1
-        done = (best == config.eos_id) | (step >= limits)
-        for row, token in zip(alive.tolist(), best.tolist()):
-            if token != config.eos_id:
+        done = (chosen == eos) | (step >= limits)
+        for row, token in zip(alive, chosen.tolist()):
+            if token != eos:
                 outputs[row].append(token)
         if done.any():
             keep = (~done).nonzero().squeeze(1)
-            alive, src_mask, limits, best = alive[keep.cpu()], src_mask[keep], limits[keep], best[keep]
-            cache.select(keep)
-        last = best[:, None]
+            alive = [alive[i] for i in keep.tolist()]
+            limits, chosen = limits[keep], chosen[keep]
+            decoder.select(keep)
+        last = chosen
     return outputs
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # without <sos>/<eos>
+    score: float  # log P(Y|X) / lp(Y)
+    log_prob: float
+    finished: bool  # ended with <eos> (False: cut at the length cap)
+
+
+@torch.inference_mode()
+def beam_search(
+    model: Transformer, src: Tensor, beam_size: int = 4, alpha: float = 0.6, n_best: int = 1,
+    extra_length: int = EXTRA_OUTPUT_LENGTH, no_repeat_ngram_size: int = 0, use_cache: bool = True,
+) -> list[list[Hypothesis]]:
+    """§6.1: beam search with beam size 4 and length penalty alpha = 0.6, batched as one tensor of
+    sentences x beams. Returns, per sentence, its `n_best` hypotheses, best first.
+
+    A sentence stops when `beam_size` hypotheses have ended (as in GNMT and fairseq), or earlier,
+    as soon as no live hypothesis can beat its n-best finished ones: log-probabilities only fall
+    as tokens are added, so a live score s can at best become s / lp(length cap). At its length
+    cap, its live hypotheses are kept as they stand.
+    """
+    if not 1 <= n_best <= beam_size:
+        raise ValueError(f"n_best must be between 1 and the beam size ({beam_size}), got {n_best}")
+    config = model.config
+    n_sentences, k = src.size(0), beam_size
+    decoder = _Decoder(model, src, use_cache)
+    limits = max_output_lengths(decoder.src_mask, extra_length).tolist()
+    decoder.select(torch.arange(n_sentences, device=src.device).repeat_interleave(k))
+    finished: list[list[Hypothesis]] = [[] for _ in range(n_sentences)]
+    alive = list(range(n_sentences))  # original index of each sentence still decoding
+    # Only beam 0 is live at the start, so the first step's candidates are all distinct.
+    scores = torch.full((n_sentences, k), float("-inf"), device=src.device)
+    scores[:, 0] = 0.0
+    histories: list[list[int]] = [[] for _ in range(n_sentences * k)]
+    last = torch.full((n_sentences * k,), config.bos_id, dtype=torch.long, device=src.device)
+    length = 0
+    while alive:
+        length += 1
+        log_probs = decoder.step(last)
+        if no_repeat_ngram_size:
+            ban_repeated_ngrams(log_probs, histories, no_repeat_ngram_size)
+        vocab = log_probs.size(-1)
+        candidates = (scores[:, :, None] + log_probs.view(len(alive), k, vocab)).view(len(alive), -1)
+        top_scores, top_index = candidates.topk(2 * k, dim=-1)  # k of them are sure not to be <eos>
+        top_beam, top_token = top_index // vocab, top_index % vocab
+        is_eos = top_token == config.eos_id
+        penalty = length_penalty(length, alpha)
+
+        # Hypotheses ending here: <eos> among a sentence's k best candidates.
+        for i, j in (is_eos[:, :k] & (top_scores[:, :k] > float("-inf"))).nonzero().tolist():
+            raw = top_scores[i, j].item()
+            beam_row = i * k + top_beam[i, j].item()
+            finished[alive[i]].append(Hypothesis(histories[beam_row], raw / penalty, raw, True))
+
+        # The k best candidates that go on.
+        live_scores, live_pos = top_scores.masked_fill(is_eos, float("-inf")).topk(k, dim=-1)
+        live_beam, live_token = top_beam.gather(1, live_pos), top_token.gather(1, live_pos)
+        rows = (torch.arange(len(alive), device=src.device)[:, None] * k + live_beam).view(-1)
+        row_list, token_list = rows.tolist(), live_token.view(-1).tolist()
+        histories = [histories[r] + [t] for r, t in zip(row_list, token_list)]
+        scores, last = live_scores, live_token.view(-1)
+
+        keep_sentences = []
+        for i, sentence in enumerate(alive):
+            done = finished[sentence]
+            live_best = scores[i, 0].item()
+            if length >= limits[i]:  # the cap: live hypotheses end as they are
+                for j in range(k):
+                    if scores[i, j].item() > float("-inf"):
+                        raw = scores[i, j].item()
+                        done.append(Hypothesis(histories[i * k + j], raw / penalty, raw, False))
+                continue
+            if len(done) >= k:
+                continue
+            if len(done) >= n_best:
+                threshold = sorted((h.score for h in done), reverse=True)[n_best - 1]
+                if live_best / length_penalty(limits[i], alpha) <= threshold:
+                    continue
+            keep_sentences.append(i)
+        if len(keep_sentences) < len(alive):
+            index = torch.tensor(keep_sentences, dtype=torch.long, device=src.device)
+            beam_rows = (index[:, None] * k + torch.arange(k, device=src.device)).view(-1)
+            decoder.select(rows[beam_rows])
+            histories = [histories[r] for r in beam_rows.tolist()]
+            scores, last = scores[index], last[beam_rows]
+            limits = [limits[i] for i in keep_sentences]
+            alive = [alive[i] for i in keep_sentences]
+        else:
+            decoder.select(rows, same_sentences=True)
+    return [sorted(h, key=lambda h: h.score, reverse=True)[:n_best] for h in finished]

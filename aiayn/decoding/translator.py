@@ -1,24 +1,36 @@
-"""Raw text in, raw text out: tokenise, batch by length, decode, detokenise, restore the order."""
+"""Raw text in, raw text out: tokenise, batch by length, decode, detokenise, restore the order.
+
+    from aiayn.decoding import Translator
+    translator = Translator.from_checkpoint("runs/demo")
+    translator.translate(["twenty-one"], beam=4)          # ['einundzwanzig']
+    translator.attention("twenty-one")                    # tokens and attention weights
+"""
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
+from tqdm import tqdm
 
 from aiayn.data.batching import pad
-from aiayn.data.tokenizer import EOS_ID, Tokenizer
-from aiayn.decoding.search import EXTRA_OUTPUT_LENGTH, greedy_search
-from aiayn.model import Transformer
+from aiayn.data.tokenizer import BOS_ID, EOS_ID, Tokenizer
+from aiayn.decoding.search import EXTRA_OUTPUT_LENGTH, Hypothesis, Sampling, beam_search, greedy_search
+from aiayn.model import AttentionMaps, Transformer
 
 
-def length_sorted_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length whose padded size (rows x (longest source +
-    the output allowance of §6.1)) stays within max_tokens; every sentence gets a batch."""
+def length_sorted_batches(lengths: list[int], max_tokens: int, beam: int = 1) -> list[list[int]]:
+    """Indices grouped into batches of similar length whose decoding size (rows x beams x (longest
+    source + the output allowance of §6.1)) stays within max_tokens; every sentence gets a batch."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches, current, longest = [], [], 0
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
     for index in order:
         grown = max(longest, lengths[index] + EXTRA_OUTPUT_LENGTH)
-        if current and (len(current) + 1) * grown > max_tokens:
+        if current and (len(current) + 1) * beam * grown > max_tokens:
             batches.append(current)
             current, grown = [], lengths[index] + EXTRA_OUTPUT_LENGTH
         current.append(index)
@@ -26,6 +38,23 @@ def length_sorted_batches(lengths: list[int], max_tokens: int) -> list[list[int]
     if current:
         batches.append(current)
     return batches
+
+
+@dataclass
+class AttentionResult:
+    """Attention of one sentence pair, each map [heads, queries, keys] per layer.
+
+    Source tokens are the encoder's inputs (subwords + </s>); target tokens label the decoder's
+    positions by the token each one predicts (subwords + </s>), so a row of `cross` shows where
+    the model looked when it produced that token.
+    """
+
+    source_tokens: list[str]
+    target_tokens: list[str]
+    translation: str
+    encoder: list[Tensor]
+    decoder_self: list[Tensor]
+    cross: list[Tensor]
 
 
 class Translator:
@@ -37,27 +66,96 @@ class Translator:
         self.config = config or {"model": model.config.to_dict()}
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "Translator":
-        from aiayn.checkpoint import load_checkpoint
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", announce: bool = False) -> "Translator":
+        """Load a checkpoint directory, or a run directory's averaged, best or last checkpoint."""
+        from aiayn.checkpoint import load_checkpoint, resolve_checkpoint
 
-        model, tokenizer, config = load_checkpoint(path, device)
+        model, tokenizer, config = load_checkpoint(resolve_checkpoint(path, announce=announce), device)
         return cls(model, tokenizer, config)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def translate_ids(self, sources: list[list[int]], batch_tokens: int = 6000) -> list[list[int]]:
-        """Subword ids (without <eos>) to output ids, in input order; empty input gives empty output."""
-        results: list[list[int]] = [[] for _ in sources]
-        todo = [i for i, s in enumerate(sources) if s]
-        for batch in length_sorted_batches([len(sources[i]) + 1 for i in todo], batch_tokens):
-            rows = [todo[k] for k in batch]
-            src = pad([sources[i] + [EOS_ID] for i in rows]).to(self.device)
-            for row, output in zip(rows, greedy_search(self.model, src)):
-                results[row] = output
-        return results
+    @property
+    def max_source_tokens(self) -> int:
+        """Longest source (subwords) translated in one piece: what the model was trained on, and
+        never more positions than it has."""
+        trained = (self.config.get("training") or {}).get("max_length") or self.model.config.max_positions
+        return min(trained, self.model.config.max_positions - 1)
 
-    def translate(self, texts: list[str], batch_tokens: int = 6000) -> list[str]:
-        outputs = self.translate_ids(self.tokenizer.encode(texts), batch_tokens)
-        return self.tokenizer.decode(outputs)
+    def _pieces(self, sources: list[list[int]]) -> tuple[list[list[int]], list[int]]:
+        """Split over-long sources into pieces the model can take; returns pieces and their owners."""
+        limit = self.max_source_tokens
+        pieces, owners = [], []
+        for index, ids in enumerate(sources):
+            if len(ids) > limit:
+                n = -(-len(ids) // limit)
+                print(f"warning: line {index + 1} has {len(ids)} subwords, more than the model's {limit}: "
+                      f"translated in {n} pieces", file=sys.stderr)
+            for start in range(0, max(len(ids), 1), limit):
+                pieces.append(ids[start:start + limit])
+                owners.append(index)
+        return pieces, owners
+
+    def translate_ids(
+        self, sources: list[list[int]], beam: int = 4, alpha: float = 0.6, n_best: int = 1,
+        batch_tokens: int = 8000, no_repeat_ngram_size: int = 0, sampling: Sampling | None = None,
+        progress: bool = False,
+    ) -> list[list[Hypothesis]]:
+        """Subword ids (without <eos>) to n-best hypotheses, in input order. Empty input gives one
+        empty hypothesis; an over-long input is split into pieces whose outputs are concatenated."""
+        pieces, owners = self._pieces(sources)
+        results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0, True)] for _ in pieces]
+        todo = [i for i, p in enumerate(pieces) if p]
+        batches = length_sorted_batches([len(pieces[i]) + 1 for i in todo], batch_tokens, beam)
+        for batch in tqdm(batches, desc="translating", unit="batch", file=sys.stderr, disable=not progress):
+            rows = [todo[k] for k in batch]
+            src = pad([pieces[i] + [EOS_ID] for i in rows]).to(self.device)
+            if beam > 1 or n_best > 1:
+                found = beam_search(self.model, src, beam, alpha, n_best, no_repeat_ngram_size=no_repeat_ngram_size)
+            else:
+                found = [[Hypothesis(ids, 0.0, 0.0, True)] for ids in
+                         greedy_search(self.model, src, no_repeat_ngram_size=no_repeat_ngram_size, sampling=sampling)]
+            for row, hypotheses in zip(rows, found):
+                results[row] = hypotheses
+        merged: list[list[Hypothesis]] = [[] for _ in sources]
+        for owner, hypotheses in zip(owners, results):
+            if not merged[owner]:
+                merged[owner] = hypotheses
+            else:  # a later piece of a split line: append its best to each
+                merged[owner] = [Hypothesis(h.tokens + hypotheses[0].tokens, h.score + hypotheses[0].score,
+                                            h.log_prob + hypotheses[0].log_prob, h.finished) for h in merged[owner]]
+        return merged
+
+    def translate(self, texts: list[str], beam: int = 4, alpha: float = 0.6, batch_tokens: int = 8000,
+                  no_repeat_ngram_size: int = 0, sampling: Sampling | None = None, progress: bool = False) -> list[str]:
+        """Raw sentences to raw translations, line for line (beam 1 is greedy decoding)."""
+        found = self.translate_ids(self.tokenizer.encode(texts), beam, alpha, 1, batch_tokens, no_repeat_ngram_size,
+                                   sampling, progress)
+        return self.tokenizer.decode([h[0].tokens for h in found])
+
+    def translate_n_best(self, texts: list[str], n_best: int, beam: int = 4, alpha: float = 0.6,
+                         batch_tokens: int = 8000) -> list[list[tuple[str, float]]]:
+        """The n best translations of each sentence with their scores log P / lp, best first."""
+        found = self.translate_ids(self.tokenizer.encode(texts), beam, alpha, n_best, batch_tokens)
+        return [list(zip(self.tokenizer.decode([h.tokens for h in hyps]), (h.score for h in hyps))) for hyps in found]
+
+    @torch.inference_mode()
+    def attention(self, src: str, tgt: str | None = None, beam: int = 4) -> AttentionResult:
+        """Every attention map for src and its translation (`tgt`, or the model's own, decoded with `beam`)."""
+        src_ids = self.tokenizer.encode([src])[0][: self.max_source_tokens]
+        tgt_ids = (self.tokenizer.encode([tgt])[0] if tgt is not None
+                   else self.translate_ids([src_ids], beam=beam)[0][0].tokens)
+        maps = AttentionMaps()
+        source = torch.tensor([src_ids + [EOS_ID]], device=self.device)
+        target_in = torch.tensor([[BOS_ID] + tgt_ids], device=self.device)
+        self.model(source, target_in, record=maps)
+        return AttentionResult(
+            source_tokens=self.tokenizer.pieces(src_ids + [EOS_ID]),
+            target_tokens=self.tokenizer.pieces(tgt_ids + [EOS_ID]),
+            translation=self.tokenizer.decode([tgt_ids])[0],
+            encoder=[m[0].float().cpu() for m in maps.encoder],
+            decoder_self=[m[0].float().cpu() for m in maps.decoder_self],
+            cross=[m[0].float().cpu() for m in maps.cross],
+        )

@@ -30,6 +30,7 @@ from aiayn.data.tokenizer import Tokenizer
 from aiayn.decoding.translator import Translator
 from aiayn.evaluation.bleu import bleu
 from aiayn.model import ModelConfig, Transformer
+from aiayn.runtime import keep_freed_memory
 from aiayn.training.loss import label_smoothed_loss
 from aiayn.training.schedule import learning_rate
 
@@ -148,6 +149,7 @@ class Trainer:
     def __init__(self, run_dir: Path, model: Transformer, tokenizer: Tokenizer, config: TrainConfig):
         self.run_dir = run_dir
         self.config = config
+        keep_freed_memory()
         self.device = torch.device(config.device)
         self.model = model.to(self.device)
         self.forward = torch.compile(self.model, dynamic=True) if config.compile else self.model
@@ -270,7 +272,7 @@ class Trainer:
             smoothed, nll, tokens = smoothed + sums.smoothed.item(), nll + sums.nll.item(), tokens + sums.tokens
         n = self.config.bleu_sentences or len(src_text)
         with self._autocast():
-            hypotheses = Translator(self.model, self.tokenizer).translate(src_text[:n])
+            hypotheses = Translator(self.model, self.tokenizer).translate(src_text[:n], beam=1)
         self.model.train()
         score = bleu(hypotheses, tgt_text[:n])
         return {"valid_loss": smoothed / tokens, "valid_nll": nll / tokens, "valid_ppl": math.exp(nll / tokens),
@@ -316,7 +318,7 @@ class Trainer:
                               tokens_per_s=window_tokens / window_seconds, train_seconds=p.train_seconds)
                 self.log.record(**record)
                 bar.set_postfix_str(f"step {p.step} loss {record['train_loss']:.3f} ppl {record['train_ppl']:.1f} "
-                                    f"{record['tokens_per_s']:,.0f} tok/s lr {record['lr']:.2e}")
+                                    f"{record['tokens_per_s']:,.0f} tok/s lr {record['lr']:.2e}", refresh=False)
                 window_tokens, window_seconds, window_loss, window_nll, window_steps = 0, 0.0, 0.0, 0.0, 0
             if self.valid and (p.step % c.eval_every == 0 or self._done()):
                 self._validate_and_keep_best()

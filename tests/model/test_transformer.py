@@ -190,12 +190,12 @@ def test_key_padding_mask_shape_and_meaning() -> None:
 # ----------------------------------------------------------------------------- parity with torch.nn
 
 def copy_attention(ours: MultiHeadAttention, theirs: nn.MultiheadAttention) -> None:
-    q, k, v = theirs.in_proj_weight.chunk(3)
-    qb, kb, vb = theirs.in_proj_bias.chunk(3)
+    d = theirs.embed_dim
     with torch.no_grad():
-        for linear, w, b in ((ours.q_proj, q, qb), (ours.k_proj, k, kb), (ours.v_proj, v, vb)):
-            linear.weight.copy_(w)
-            linear.bias.copy_(b)
+        ours.q_proj.weight.copy_(theirs.in_proj_weight[:d])
+        ours.q_proj.bias.copy_(theirs.in_proj_bias[:d])
+        ours.kv_proj.weight.copy_(theirs.in_proj_weight[d:])
+        ours.kv_proj.bias.copy_(theirs.in_proj_bias[d:])
         ours.out_proj.weight.copy_(theirs.out_proj.weight)
         ours.out_proj.bias.copy_(theirs.out_proj.bias)
 

@@ -1,0 +1,68 @@
+"""Attention maps as pictures: which output token looked at which input token (§3.2, Figures 3-5)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from aiayn.decoding.translator import AttentionResult  # noqa: E402
+
+KINDS = ("cross", "encoder", "decoder")
+
+
+def _maps(result: AttentionResult, kind: str) -> tuple[list[torch.Tensor], list[str], list[str]]:
+    """Per-layer maps and the (row, column) labels of one kind of attention."""
+    if kind == "cross":
+        return result.cross, result.target_tokens, result.source_tokens
+    if kind == "encoder":
+        return result.encoder, result.source_tokens, result.source_tokens
+    if kind == "decoder":
+        return result.decoder_self, result.target_tokens, result.target_tokens
+    raise ValueError(f"attention kind must be one of {', '.join(KINDS)}, got {kind!r}")
+
+
+def _heatmap(axis, weights: torch.Tensor, rows: list[str], columns: list[str], title: str) -> None:
+    axis.imshow(weights.numpy(), cmap="viridis", vmin=0.0, vmax=float(weights.max()), aspect="auto")
+    axis.set_xticks(range(len(columns)), columns, rotation=90, fontsize=8)
+    axis.set_yticks(range(len(rows)), rows, fontsize=8)
+    axis.set_title(title, fontsize=9)
+
+
+def draw_attention(result: AttentionResult, out: str | Path, kind: str = "cross", layer: int = -1,
+                   head: int | None = None) -> Path:
+    """One heatmap: a layer's attention, one head or averaged over heads (the default: the last
+    layer's encoder-decoder attention averaged over heads, i.e. the alignment)."""
+    maps, rows, columns = _maps(result, kind)
+    weights = maps[layer]
+    weights = weights.mean(dim=0) if head is None else weights[head]
+    layer_number = layer % len(maps) + 1
+    which = "averaged over heads" if head is None else f"head {head + 1}"
+    size = (max(4.0, 0.4 * len(columns) + 2), max(3.0, 0.35 * len(rows) + 2))
+    figure, axis = plt.subplots(figsize=size)
+    _heatmap(axis, weights, rows, columns, f"{kind} attention, layer {layer_number} of {len(maps)}, {which}")
+    axis.set_xlabel("attended (keys)")
+    axis.set_ylabel("attending (queries)")
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
+    return Path(out)
+
+
+def draw_all_heads(result: AttentionResult, out: str | Path, kind: str = "cross") -> Path:
+    """A grid of every layer (rows) and head (columns) of one kind of attention."""
+    maps, rows, columns = _maps(result, kind)
+    n_layers, n_heads = len(maps), maps[0].size(0)
+    cell = max(2.0, 0.18 * max(len(rows), len(columns)) + 1)
+    figure, axes = plt.subplots(n_layers, n_heads, figsize=(cell * n_heads, cell * n_layers), squeeze=False)
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            _heatmap(axes[layer][head], maps[layer][head], rows, columns, f"layer {layer + 1}, head {head + 1}")
+    figure.suptitle(f"{kind} attention: {result.translation}")
+    figure.tight_layout()
+    figure.savefig(out, dpi=90)
+    plt.close(figure)
+    return Path(out)

@@ -1,0 +1,26 @@
+"""Process-wide settings that make PyTorch on the CPU faster."""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep freed memory for reuse instead of handing every large block back to the OS.
+
+    By default glibc serves each allocation over 32 MiB (a [tokens, vocabulary] logits tensor, say)
+    with a fresh mmap and unmaps it on free, so every training step pays page faults and the
+    kernel's zeroing of hundreds of MiB: on the 2-core machine this was 10-13% of system time
+    and ~20% of training throughput (3,575 -> 4,479 target tokens/s, small preset, bf16).
+    Returns whether the setting was applied (glibc on Linux only; elsewhere nothing changes).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):  # not glibc
+        return False

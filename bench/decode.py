@@ -1,0 +1,230 @@
+"""Decoding speed on Multi30k test_2016_flickr (1,000 sentences, batches of 32 in file order):
+aiayn beside Hugging Face MarianMTModel.generate and CTranslate2, all three running THE SAME
+WEIGHTS (an aiayn checkpoint converted to Marian and to CTranslate2), greedy and beam 4.
+
+Runs in the peer harness's environment (bench/peers.sh), like ../shared/bench/peers/infer.py:
+the timed region is the decoding calls only (tokenisation outside), repeats interleaved
+round-robin so machine noise hits every system alike, 2 threads each.
+
+    bench/.peers/.venv/bin/python bench/decode.py --checkpoint bench/out/m30k_small
+
+Length caps: aiayn stops each sentence at its source length + 50 (§6.1); HF and CTranslate2 take
+one cap per batch, set to the batch's longest source + 50. Each system uses its own length
+penalty formula with alpha 0.6 (aiayn GNMT's, the others |Y|^alpha), so beam outputs may differ.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import sacrebleu
+import torch
+
+from aiayn.checkpoint import resolve_checkpoint
+from aiayn.data.batching import pad
+from aiayn.data.corpus import read_lines
+from aiayn.data.tokenizer import EOS_ID
+from aiayn.decoding.search import beam_search, greedy_search
+from aiayn.decoding.translator import Translator
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
+
+
+def to_marian(translator: Translator):
+    """The same network as a transformers MarianMTModel (post-norm, ReLU, tied embeddings, sqrt(d)
+    scaling); our interleaved sinusoids are copied into its position tables."""
+    from transformers import MarianConfig, MarianMTModel
+
+    c = translator.model.config
+    config = MarianConfig(
+        vocab_size=c.vocab_size, decoder_vocab_size=c.vocab_size, d_model=c.d_model,
+        encoder_layers=c.n_encoder_layers, decoder_layers=c.n_decoder_layers,
+        encoder_attention_heads=c.n_heads, decoder_attention_heads=c.n_heads,
+        encoder_ffn_dim=c.d_ff, decoder_ffn_dim=c.d_ff, activation_function="relu", dropout=0.0,
+        max_position_embeddings=c.max_positions, scale_embedding=True, share_encoder_decoder_embeddings=True,
+        tie_word_embeddings=True, pad_token_id=c.pad_id, eos_token_id=c.eos_id, bos_token_id=c.bos_id,
+        decoder_start_token_id=c.bos_id, forced_eos_token_id=None)
+    hf = MarianMTModel(config).eval()
+    ours = translator.model
+    state = {}
+    table = ours.source_embeddings.positions.table[: c.max_positions]
+    state["model.shared.weight"] = ours.source_embeddings.tokens.weight
+    for side in ("encoder", "decoder"):
+        state[f"model.{side}.embed_tokens.weight"] = ours.source_embeddings.tokens.weight
+        state[f"model.{side}.embed_positions.weight"] = table
+    state["lm_head.weight"] = ours.output_projection.weight
+
+    def attention(prefix: str, module) -> None:
+        d = c.d_model
+        state[f"{prefix}.q_proj.weight"], state[f"{prefix}.q_proj.bias"] = module.q_proj.weight, module.q_proj.bias
+        state[f"{prefix}.k_proj.weight"], state[f"{prefix}.k_proj.bias"] = module.kv_proj.weight[:d], module.kv_proj.bias[:d]
+        state[f"{prefix}.v_proj.weight"], state[f"{prefix}.v_proj.bias"] = module.kv_proj.weight[d:], module.kv_proj.bias[d:]
+        state[f"{prefix}.out_proj.weight"], state[f"{prefix}.out_proj.bias"] = module.out_proj.weight, module.out_proj.bias
+
+    def norm(prefix: str, module) -> None:
+        state[f"{prefix}.weight"], state[f"{prefix}.bias"] = module.weight, module.bias
+
+    def ffn(prefix: str, layer) -> None:
+        for ours_name, hf_name in (("linear1", "fc1"), ("linear2", "fc2")):
+            linear = getattr(layer.feed_forward, ours_name)
+            state[f"{prefix}.{hf_name}.weight"], state[f"{prefix}.{hf_name}.bias"] = linear.weight, linear.bias
+        norm(f"{prefix}.final_layer_norm", layer.feed_forward_residual.norm)
+
+    for i, layer in enumerate(ours.encoder.layers):
+        p = f"model.encoder.layers.{i}"
+        attention(f"{p}.self_attn", layer.self_attention)
+        norm(f"{p}.self_attn_layer_norm", layer.self_attention_residual.norm)
+        ffn(p, layer)
+    for i, layer in enumerate(ours.decoder.layers):
+        p = f"model.decoder.layers.{i}"
+        attention(f"{p}.self_attn", layer.self_attention)
+        norm(f"{p}.self_attn_layer_norm", layer.self_attention_residual.norm)
+        attention(f"{p}.encoder_attn", layer.cross_attention)
+        norm(f"{p}.encoder_attn_layer_norm", layer.cross_attention_residual.norm)
+        ffn(p, layer)
+    missing, unexpected = hf.load_state_dict({k: v.detach().clone() for k, v in state.items()}, strict=False)
+    assert not unexpected and set(missing) <= {"final_logits_bias"}, (missing, unexpected)
+    return hf
+
+
+def to_ctranslate2(hf, translator: Translator, out: Path) -> Path:
+    """Convert the Marian copy with CTranslate2's own Marian loader, minus its two Marian-only
+    assumptions (a zero-embedding decoder start and a trailing <pad> row): ours starts from <s>."""
+    from ctranslate2.converters.converter import Converter
+    from ctranslate2.converters.transformers import BartLoader
+
+    class Loader(BartLoader):
+        def get_model_spec(self, model):
+            model.config.normalize_before = False
+            model.config.normalize_embedding = False
+            return super().get_model_spec(model)
+
+    class Pieces:
+        def __init__(self, pieces: list[str]):
+            self.pieces = pieces
+            self.bos_token, self.eos_token, self.unk_token = pieces[1], pieces[2], pieces[3]
+
+        def get_vocab(self) -> dict[str, int]:
+            return {p: i for i, p in enumerate(self.pieces)}
+
+        def convert_ids_to_tokens(self, index: int) -> str:
+            return self.pieces[index]
+
+    class Direct(Converter):
+        def _load(self):
+            return Loader()(hf, Pieces(translator.tokenizer.pieces(list(range(translator.tokenizer.vocab_size)))))
+
+    return Path(Direct().convert(str(out), force=True))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--bs", type=int, default=32)
+    ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--systems", default="aiayn_greedy,aiayn_beam4,hf_greedy,hf_beam4,ct2_f32_greedy,ct2_f32_beam4")
+    ap.add_argument("--out", default="bench/out/decode.json")
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    checkpoint = resolve_checkpoint(a.checkpoint, announce=True)
+    translator = Translator.from_checkpoint(checkpoint)
+    src_text = read_lines(DATA / "test_2016_flickr.de.gz")
+    ref_text = read_lines(DATA / "test_2016_flickr.en.gz")
+    if a.limit:
+        src_text, ref_text = src_text[: a.limit], ref_text[: a.limit]
+    src_ids = translator.tokenizer.encode(src_text)
+    batches = [src_ids[i: i + a.bs] for i in range(0, len(src_ids), a.bs)]
+    tensors = [pad([s + [EOS_ID] for s in b]) for b in batches]
+    model = translator.model
+
+    hf = to_marian(translator)
+    with torch.no_grad():
+        x = tensors[0]
+        tgt = torch.full((x.size(0), 5), model.config.bos_id)
+        ours = model(x, tgt)
+        theirs = hf(input_ids=x, attention_mask=x != model.config.pad_id, decoder_input_ids=tgt).logits
+        print(f"conversion check: max |logit difference| aiayn vs Marian = {(ours - theirs).abs().max():.2e}", flush=True)
+    import ctranslate2
+
+    ct2_dir = to_ctranslate2(hf, translator, Path("bench/out/ct2_model"))
+    ct2 = ctranslate2.Translator(str(ct2_dir), device="cpu", compute_type="float32", intra_threads=2, inter_threads=1)
+    ct2_src = [[translator.tokenizer.pieces(s + [EOS_ID]) for s in b] for b in batches]
+    pieces = {p: i for i, p in enumerate(translator.tokenizer.pieces(list(range(translator.tokenizer.vocab_size))))}
+
+    def run_aiayn(beam: int) -> list[list[int]]:
+        out = []
+        for src in tensors:
+            if beam == 1:
+                out += greedy_search(model, src)
+            else:
+                out += [h[0].tokens for h in beam_search(model, src, beam_size=beam, alpha=0.6)]
+        return out
+
+    def run_hf(beam: int) -> list[list[int]]:
+        out = []
+        c = model.config
+        with torch.inference_mode():
+            for src in tensors:
+                cap = int((src != c.pad_id).sum(1).max()) + 50
+                generated = hf.generate(input_ids=src, attention_mask=src != c.pad_id, num_beams=beam, do_sample=False,
+                                        length_penalty=0.6, max_new_tokens=cap, early_stopping=beam > 1,
+                                        suppress_tokens=[c.pad_id, c.bos_id], decoder_start_token_id=c.bos_id,
+                                        eos_token_id=c.eos_id, pad_token_id=c.pad_id)
+                out += [[t for t in row[1:] if t not in (c.pad_id, c.eos_id)] for row in generated.tolist()]
+        return out
+
+    def run_ct2(beam: int) -> list[list[int]]:
+        out = []
+        for tokens in ct2_src:
+            cap = max(map(len, tokens)) + 50
+            for r in ct2.translate_batch(tokens, beam_size=beam, length_penalty=0.6, max_batch_size=0,
+                                         max_decoding_length=cap):
+                out.append([pieces[t] for t in r.hypotheses[0]])
+        return out
+
+    systems = {"aiayn_greedy": lambda: run_aiayn(1), "aiayn_beam4": lambda: run_aiayn(4),
+               "hf_greedy": lambda: run_hf(1), "hf_beam4": lambda: run_hf(4),
+               "ct2_f32_greedy": lambda: run_ct2(1), "ct2_f32_beam4": lambda: run_ct2(4)}
+    names = a.systems.split(",")
+    times: dict[str, list[float]] = {n: [] for n in names}
+    outputs: dict[str, list[list[int]]] = {}
+    for r in range(a.repeats):
+        for n in names:
+            t = time.perf_counter()
+            outputs[n] = systems[n]()
+            times[n].append(time.perf_counter() - t)
+            print(f"round {r} {n}: {times[n][-1]:.2f}s", flush=True)
+
+    result = {"checkpoint": str(checkpoint), "n_sent": len(src_text), "batch": a.bs, "threads": 2, "systems": {}}
+    for n in names:
+        hyp = translator.tokenizer.decode(outputs[n])
+        median = statistics.median(times[n])
+        result["systems"][n] = dict(wall_s_median=round(median, 3), runs=[round(x, 3) for x in times[n]],
+                                    sent_per_s=round(len(src_text) / median, 1),
+                                    tgt_tok_per_s=round(sum(map(len, outputs[n])) / median, 1),
+                                    bleu=round(sacrebleu.corpus_bleu(hyp, [ref_text]).score, 2))
+    for n in names:
+        if n.startswith("aiayn"):
+            for peer in ("hf", "ct2_f32"):
+                other = n.replace("aiayn", peer)
+                if other in times:
+                    ratios = [t_peer / t_ours for t_peer, t_ours in zip(times[other], times[n])]
+                    result["systems"][n][f"speedup_vs_{other}"] = round(statistics.median(ratios), 2)
+                    same = sum(x == y for x, y in zip(outputs[n], outputs[other])) / len(src_text)
+                    result["systems"][n][f"identical_to_{other}"] = round(same, 3)
+    print(json.dumps(result, indent=1))
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=1))
+    print("\nsummary (sentences/s, target tokens/s, sacreBLEU):")
+    for n, s in result["systems"].items():
+        extra = "  ".join(f"{k}={v}" for k, v in s.items() if k.startswith(("speedup", "identical")))
+        print(f"  {n:<16} {s['sent_per_s']:>7.1f} sent/s {s['tgt_tok_per_s']:>8.0f} tok/s  BLEU {s['bleu']:5.2f}  {extra}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Serving throughput with and without dynamic batching (loopback only).
+
+Starts `aiayn serve` twice on the same checkpoint, once batching concurrent requests (the default)
+and once decoding one request at a time (--no-batching), and sends each the same load: 500
+requests of one Multi30k test sentence each, from 16 concurrent clients, beam 4. Prints
+throughput, p50/p99 latency and the ratio.
+
+    .venv/bin/python bench/serve_load.py --checkpoint bench/out/m30k_small
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from aiayn.data.corpus import read_lines
+from aiayn.serving.load import run_load
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
+
+
+def start(checkpoint: str, *extra: str) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "aiayn.cli", "serve", "--checkpoint", checkpoint, "--port",
+                                str(port), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "OMP_NUM_THREADS": "2"})
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("server did not start")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--requests", type=int, default=500)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--beam", type=int, default=4)
+    ap.add_argument("--out", default="bench/out/serve_load.json")
+    a = ap.parse_args()
+    sentences = read_lines(DATA / "test_2016_flickr.de.gz")
+    results = {}
+    for label, extra in (("dynamic batching", ()), ("one request at a time", ("--no-batching",))):
+        process, url = start(a.checkpoint, *extra)
+        try:
+            run_load(url, sentences[:32], n_requests=32, clients=a.clients, beam=a.beam)  # warm-up
+            result = run_load(url, sentences, n_requests=a.requests, clients=a.clients, beam=a.beam)
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+        print(f"{label:>22}: {result}", flush=True)
+        results[label] = dict(requests=result.requests, failures=result.failures, seconds=round(result.seconds, 2),
+                              requests_per_s=round(result.throughput, 2), p50_ms=round(result.percentile(50), 1),
+                              p99_ms=round(result.percentile(99), 1))
+    ratio = results["dynamic batching"]["requests_per_s"] / results["one request at a time"]["requests_per_s"]
+    results["throughput_ratio"] = round(ratio, 2)
+    print(f"throughput with dynamic batching: {ratio:.2f}x one request at a time")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

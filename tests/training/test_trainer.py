@@ -1,0 +1,194 @@
+"""Training end to end on a tiny model: checkpoints, exact resume after kill -9, bad input, NaN."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from aiayn import checkpoint
+from aiayn.cli import main
+from aiayn.training.trainer import TrainConfig, TrainingDiverged, train
+
+TINY_ARGS = ["--preset", "tiny", "--vocab-size", "300", "--batch-tokens", "600", "--warmup", "20",
+             "--eval-every", "1000", "--log-every", "2"]
+
+
+def corpus_args(corpus: dict[str, Path]) -> list[str]:
+    return ["--train-src", str(corpus["train_en"]), "--train-tgt", str(corpus["train_de"])]
+
+
+def aiayn(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "aiayn.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(checkpoint.step_checkpoints(run_dir)[-1] / "model.safetensors"))
+
+
+def test_a_run_writes_metrics_checkpoints_and_learns(number_corpus, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    config = TrainConfig(train_src=str(number_corpus["train_en"]), train_tgt=str(number_corpus["train_de"]),
+                         valid_src=str(number_corpus["valid_en"]), valid_tgt=str(number_corpus["valid_de"]),
+                         vocab_size=300, batch_tokens=600, warmup_steps=20, max_steps=30, eval_every=15,
+                         save_every=10, keep_last=2, log_every=5)
+    from aiayn.model import ModelConfig
+
+    train(run, ModelConfig.preset("tiny"), config)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train_loss"] for r in records if "train_loss" in r]
+    assert losses[-1] < losses[0]
+    assert all(r["tokens_per_s"] > 0 and r["lr"] > 0 for r in records if "train_loss" in r)
+    valid = [r for r in records if "valid_bleu" in r]
+    assert [r["step"] for r in valid] == [15, 30] and "nrefs:1" in valid[0]["bleu_signature"]
+    assert [p.name for p in checkpoint.step_checkpoints(run)] == ["step_00000020", "step_00000030"]  # keep_last=2
+    assert (run / "checkpoints" / "best" / "model.safetensors").is_file()
+    model, tokenizer, config_json = checkpoint.load_checkpoint(run / "checkpoints" / "step_00000030")
+    assert config_json["training"]["max_steps"] == 30 and not model.training
+
+    from aiayn.evaluation.plots import plot_run
+
+    png = plot_run(run)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_after_kill_minus_9_is_bitwise_exact(number_corpus, tmp_path: Path) -> None:
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    common = [*TINY_ARGS, *corpus_args(number_corpus), "--max-steps", "12", "--save-every", "6"]
+    assert aiayn("train", "--out", str(straight), *common).wait(timeout=300) == 0
+
+    process = aiayn("train", "--out", str(killed), *common)
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "step_00000006").is_dir():
+        assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "checkpoints" / "step_00000012").exists()
+    resumed = aiayn("train", "--resume", str(killed))
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output
+    assert "resumed from" in output and "step 6" in output
+
+    a, b = weights(straight), weights(killed)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    state_a, tensors_a = checkpoint.load_training_state(checkpoint.step_checkpoints(straight)[-1])
+    state_b, tensors_b = checkpoint.load_training_state(checkpoint.step_checkpoints(killed)[-1])
+    assert state_a["step"] == state_b["step"] == 12 and state_a["epoch"] == state_b["epoch"]
+    assert all(torch.equal(tensors_a[k], tensors_b[k]) for k in tensors_a)
+
+
+def test_kill_minus_9_at_any_moment_leaves_only_loadable_checkpoints(number_corpus, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    process = aiayn("train", "--out", str(run), *TINY_ARGS, *corpus_args(number_corpus), "--max-steps", "400",
+                    "--save-every", "1", "--keep-last", "2")
+    deadline = time.time() + 300
+    kills = 0
+    while kills < 4:
+        if checkpoint.step_checkpoints(run):
+            time.sleep(0.05 + 0.07 * kills)  # land somewhere in a checkpoint cycle
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills += 1
+            for path in checkpoint.step_checkpoints(run):
+                checkpoint.load_checkpoint(path)  # raises if incomplete
+                checkpoint.load_training_state(path)
+            process = aiayn("train", "--resume", str(run))
+        assert time.time() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    checkpoint.remove_partial_checkpoints(run)
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_partial_and_corrupt_checkpoints(number_corpus, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), *TINY_ARGS, *corpus_args(number_corpus), "--max-steps", "2",
+                 "--save-every", "2"]) == 0
+    good = checkpoint.step_checkpoints(run)[-1]
+    # What a writer killed mid-write leaves: a hidden partial directory. It is never picked.
+    partial = run / "checkpoints" / ".step_00000004.partial-999"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"\x00" * 10)
+    assert checkpoint.step_checkpoints(run) == [good]
+    assert checkpoint.resolve_checkpoint(run) in (good, run / "checkpoints" / "best")
+    # A corrupt weights file is named in the error.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in good.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "model.safetensors").write_bytes((good / "model.safetensors").read_bytes()[:100])
+    with pytest.raises(checkpoint.CheckpointError, match="model.safetensors"):
+        checkpoint.load_checkpoint(broken)
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(checkpoint.CheckpointError, match="config.json"):
+        checkpoint.load_checkpoint(broken)
+
+
+def test_average_is_the_mean_of_the_weights(number_corpus, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), *TINY_ARGS, *corpus_args(number_corpus), "--max-steps", "4",
+                 "--save-every", "2"]) == 0
+    assert main(["average", str(run), "--last", "2"]) == 0
+    first, second = (load_file(str(p / "model.safetensors")) for p in checkpoint.step_checkpoints(run))
+    averaged = load_file(str(run / "checkpoints" / "average" / "model.safetensors"))
+    for name, value in averaged.items():
+        assert torch.allclose(value, (first[name] + second[name]) / 2, atol=1e-7)
+    assert checkpoint.resolve_checkpoint(run) == run / "checkpoints" / "average"
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(number_corpus, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiayn.model import ModelConfig
+    from aiayn.training import trainer as trainer_module
+
+    run = tmp_path / "run"
+    config = TrainConfig(train_src=str(number_corpus["train_en"]), train_tgt=str(number_corpus["train_de"]),
+                         vocab_size=300, batch_tokens=600, max_steps=6, save_every=3, eval_every=100)
+    real_step = trainer_module.Trainer.train_step
+
+    def poisoned_step(self, batch_ids):
+        if self.position.step == 4:
+            with torch.no_grad():
+                self.model.output_projection.weight[5, 0] = float("nan")
+        return real_step(self, batch_ids)
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", poisoned_step)
+    with pytest.raises(TrainingDiverged, match="loss is nan at step 5"):
+        train(run, ModelConfig.preset("tiny"), config)
+    assert [p.name for p in checkpoint.step_checkpoints(run)] == ["step_00000003"]
+    model, _, _ = checkpoint.load_checkpoint(run)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_bad_input_is_reported_by_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a.en").write_text("one\ntwo\nthree\n", encoding="utf-8")
+    (tmp_path / "a.de").write_text("eins\nzwei\n", encoding="utf-8")
+    code = main(["train", "--out", str(tmp_path / "run"), *TINY_ARGS, "--train-src", str(tmp_path / "a.en"),
+                 "--train-tgt", str(tmp_path / "a.de"), "--max-steps", "1"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "a.en has 3 lines" in err and "a.de has 2 lines" in err
+    code = main(["train", "--out", str(tmp_path / "run2"), *TINY_ARGS, "--train-src", str(tmp_path / "none.en"),
+                 "--train-tgt", str(tmp_path / "a.de"), "--max-steps", "1"])
+    assert code == 1 and "none.en: no such file" in capsys.readouterr().err
+
+
+def test_empty_and_long_pairs_are_counted_in_the_log(tmp_path: Path) -> None:
+    (tmp_path / "a.en").write_text("one\n\nthree\n" + "x " * 400 + "\nfive\n", encoding="utf-8")
+    (tmp_path / "a.de").write_text("eins\nzwei\n\nvier\nfünf\n", encoding="utf-8")
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), *TINY_ARGS, "--vocab-size", "280", "--train-src", str(tmp_path / "a.en"),
+                 "--train-tgt", str(tmp_path / "a.de"), "--max-steps", "1", "--max-length", "100"]) == 0
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert record == {"event": "data", "kept": 2, "skipped_empty": 2, "skipped_too_long": 1}
