@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +174,7 @@ def resolve_checkpoint(path: str | Path, announce: bool = False) -> Path:
     for candidate in (root / AVERAGE_DIR, root / BEST_DIR, *reversed(step_checkpoints(path))):
         if candidate.is_dir():
             if announce:
-                print(f"using checkpoint {candidate}", flush=True)
+                print(f"using checkpoint {candidate}", file=sys.stderr, flush=True)  # stdout may carry output
             return candidate
     raise CheckpointError(f"{path}: no checkpoint found (looked for checkpoints/{AVERAGE_DIR}, "
                           f"checkpoints/{BEST_DIR} and checkpoints/step_*)")

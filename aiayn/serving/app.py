@@ -10,8 +10,9 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import HTMLResponse
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiayn.decoding.translator import Translator
@@ -98,6 +99,13 @@ def create_app(translator: Translator, name: str, checkpoint: str = "", max_wait
     app = FastAPI(title="aiayn", description="Translation with the Transformer of 'Attention Is All You Need'.",
                   version="0.1.0", lifespan=lifespan)
     app.state.batcher = batcher
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the offending input, which may hold NaN or infinity that
+        # JSON cannot carry (a 500); the field and the reason are what a caller needs.
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
+        return JSONResponse(status_code=422, content={"detail": detail})
     languages = translator.config.get("languages") or {}
     info = ModelInfo(model=name, checkpoint=checkpoint,
                      languages={"source": languages.get("source"), "target": languages.get("target")},

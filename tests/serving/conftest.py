@@ -38,9 +38,15 @@ def start_server(checkpoint: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("server did not start in 120 s")
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
+def launch():
+    """Start another server: `process, url = launch(checkpoint, *extra_args)`."""
+    return start_server
+
+
+@pytest.fixture(scope="session")
 def server(trained_run: Path) -> Iterator[str]:
     process, url = start_server(trained_run)
     yield url
     process.terminate()
-    process.wait(timeout=30)
+    process.wait(timeout=90)

@@ -30,8 +30,13 @@ def test_page_translates_and_draws_the_heatmap(server: str, tmp_path: Path) -> N
         assert rows >= 2 and cols >= 2
         coloured = page.evaluate("""() => {
             const c = document.getElementById('heatmap'), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-            let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] < 120 && d[i + 2] > 60) n++; return n; }""")
-        assert coloured > rows * cols * 100  # the cells are painted, not only the labels
+            let n = 0;
+            for (let i = 0; i < d.length; i += 4) {
+                const hi = Math.max(d[i], d[i + 1], d[i + 2]), lo = Math.min(d[i], d[i + 1], d[i + 2]);
+                if (hi - lo > 60) n++;  // coloured, unlike the white background and grey labels
+            }
+            return n; }""")
+        assert coloured > rows * cols * 400  # every cell painted (28 x 28 pixels each)
         assert "parameters" in page.inner_text("#model")
         page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
         browser.close()

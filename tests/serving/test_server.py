@@ -13,8 +13,6 @@ from hypothesis import strategies as st
 from aiayn.decoding.translator import Translator
 from aiayn.serving.load import run_load
 
-from .conftest import start_server
-
 SENTENCES = ["twenty-one", "four hundred twelve thousand three", "seven", "nine hundred ninety-nine", "sixty-six"]
 
 
@@ -56,6 +54,12 @@ def test_bad_requests_get_422_naming_the_field(server: str, body, field: str) ->
     response = post(server, "/v1/translate", body)
     assert response.status_code == 422
     assert any(field in map(str, error["loc"]) for error in response.json()["detail"])
+
+
+def test_non_finite_numbers_get_422_not_500(server: str) -> None:
+    for body in ('{"alpha": NaN}', '{"text": ["x"], "alpha": Infinity}', '{"text": ["x"], "beam": NaN}'):
+        response = post(server, "/v1/translate", body)
+        assert response.status_code == 422, response.text
 
 
 def test_malformed_json_gets_422(server: str) -> None:
@@ -123,15 +127,15 @@ def test_fuzzed_bodies_never_give_500(server: str, body, path: str) -> None:
     except (TypeError, ValueError):
         return
     response = post(server, path, content)
-    assert response.status_code in (200, 413, 422), response.text
+    assert response.status_code in (200, 413, 422), (body, response.text)
 
 
 def test_server_survives_the_fuzzing(server: str) -> None:
     assert post(server, "/v1/translate", {"text": ["seven"]}).status_code == 200
 
 
-def test_graceful_shutdown_lets_in_flight_requests_finish(trained_run) -> None:
-    process, url = start_server(trained_run)
+def test_graceful_shutdown_lets_in_flight_requests_finish(trained_run, launch) -> None:
+    process, url = launch(trained_run)
     outcome: dict[str, int] = {}
     sent = threading.Event()
 
