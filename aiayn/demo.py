@@ -5,11 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import torch
-
 from aiayn.data.numbers import number_pairs
 from aiayn.decoding.translator import Translator
 from aiayn.model import ModelConfig
+from aiayn.runtime import cpu_supports_bf16
 from aiayn.training.trainer import TrainConfig, train
 
 # Sized so that training fits in about two minutes on two CPU cores.
@@ -43,7 +42,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 2.0, n_train: int =
         train_src=str(train_en), train_tgt=str(train_de), valid_src=str(valid_en), valid_tgt=str(valid_de),
         source_lang="en", target_lang="de", vocab_size=600, batch_tokens=6000, warmup_steps=150, lr_scale=1.0,
         time_budget_s=60 * minutes, eval_every=10**9, save_every=10**9, keep_last=1, log_every=10, seed=seed,
-        bf16=torch.backends.mkldnn.is_available() and _cpu_has_bf16())
+        bf16=cpu_supports_bf16())
     train(out, ModelConfig.preset("tiny", **DEMO_MODEL), config)
 
     translator = Translator.from_checkpoint(out)
@@ -57,9 +56,3 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 2.0, n_train: int =
     print(f"run saved in {out} (try: aiayn translate --checkpoint {out})")
     return accuracy
 
-
-def _cpu_has_bf16() -> bool:
-    try:
-        return "avx512_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False

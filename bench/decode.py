@@ -1,6 +1,7 @@
 """Decoding speed on Multi30k test_2016_flickr (1,000 sentences, batches of 32 in file order):
 aiayn beside Hugging Face MarianMTModel.generate and CTranslate2, all three running THE SAME
-WEIGHTS (an aiayn checkpoint converted to Marian and to CTranslate2), greedy and beam 4.
+WEIGHTS (an aiayn checkpoint converted to Marian and to CTranslate2), greedy and beam 4; aiayn
+also with its weights in bfloat16 (`--bf16`), the lever this CPU has (avx512_bf16).
 
 Runs in the peer harness's environment (bench/peers.sh), like ../shared/bench/peers/infer.py:
 the timed region is the decoding calls only (tokenisation outside), repeats interleaved
@@ -9,7 +10,8 @@ round-robin so machine noise hits every system alike, 2 threads each.
     bench/.peers/.venv/bin/python bench/decode.py --checkpoint bench/out/m30k_small
 
 Length caps: aiayn stops each sentence at its source length + 50 (§6.1); HF and CTranslate2 take
-one cap per batch, set to the batch's longest source + 50. Each system uses its own length
+one cap per batch, set to the batch's longest source + 50 (hf_beam4_cap200: 200 new tokens, as the
+peer harness's infer.py runs HF). Each system uses its own length
 penalty formula with alpha 0.6 (aiayn GNMT's, the others |Y|^alpha), so beam outputs may differ.
 """
 from __future__ import annotations
@@ -127,7 +129,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--bs", type=int, default=32)
     ap.add_argument("--limit", type=int, default=0)
-    ap.add_argument("--systems", default="aiayn_greedy,aiayn_beam4,hf_greedy,hf_beam4,ct2_f32_greedy,ct2_f32_beam4")
+    ap.add_argument("--systems", default="aiayn_greedy,aiayn_beam4,aiayn_bf16_greedy,aiayn_bf16_beam4,"
+                                         "hf_greedy,hf_beam4,hf_beam4_cap200,ct2_f32_greedy,ct2_f32_beam4")
     ap.add_argument("--out", default="bench/out/decode.json")
     a = ap.parse_args()
     torch.set_num_threads(2)
@@ -156,21 +159,23 @@ def main() -> None:
     ct2_src = [[translator.tokenizer.pieces(s + [EOS_ID]) for s in b] for b in batches]
     pieces = {p: i for i, p in enumerate(translator.tokenizer.pieces(list(range(translator.tokenizer.vocab_size))))}
 
-    def run_aiayn(beam: int) -> list[list[int]]:
+    bf16_model = Translator.from_checkpoint(checkpoint, bf16=True).model
+
+    def run_aiayn(beam: int, network=model) -> list[list[int]]:
         out = []
         for src in tensors:
             if beam == 1:
-                out += greedy_search(model, src)
+                out += greedy_search(network, src)
             else:
-                out += [h[0].tokens for h in beam_search(model, src, beam_size=beam, alpha=0.6)]
+                out += [h[0].tokens for h in beam_search(network, src, beam_size=beam, alpha=0.6)]
         return out
 
-    def run_hf(beam: int) -> list[list[int]]:
+    def run_hf(beam: int, fixed_cap: int | None = None) -> list[list[int]]:
         out = []
         c = model.config
         with torch.inference_mode():
             for src in tensors:
-                cap = int((src != c.pad_id).sum(1).max()) + 50
+                cap = fixed_cap or int((src != c.pad_id).sum(1).max()) + 50
                 generated = hf.generate(input_ids=src, attention_mask=src != c.pad_id, num_beams=beam, do_sample=False,
                                         length_penalty=0.6, max_new_tokens=cap, early_stopping=beam > 1,
                                         suppress_tokens=[c.pad_id, c.bos_id], decoder_start_token_id=c.bos_id,
@@ -188,7 +193,9 @@ def main() -> None:
         return out
 
     systems = {"aiayn_greedy": lambda: run_aiayn(1), "aiayn_beam4": lambda: run_aiayn(4),
+               "aiayn_bf16_greedy": lambda: run_aiayn(1, bf16_model), "aiayn_bf16_beam4": lambda: run_aiayn(4, bf16_model),
                "hf_greedy": lambda: run_hf(1), "hf_beam4": lambda: run_hf(4),
+               "hf_beam4_cap200": lambda: run_hf(4, 200),  # as ../shared/bench/peers/infer.py runs it
                "ct2_f32_greedy": lambda: run_ct2(1), "ct2_f32_beam4": lambda: run_ct2(4)}
     names = a.systems.split(",")
     times: dict[str, list[float]] = {n: [] for n in names}
@@ -210,8 +217,8 @@ def main() -> None:
                                     bleu=round(sacrebleu.corpus_bleu(hyp, [ref_text]).score, 2))
     for n in names:
         if n.startswith("aiayn"):
-            for peer in ("hf", "ct2_f32"):
-                other = n.replace("aiayn", peer)
+            suffix = n.rsplit("_", 1)[1]
+            for other in (f"hf_{suffix}", f"ct2_f32_{suffix}", f"hf_{suffix}_cap200"):
                 if other in times:
                     ratios = [t_peer / t_ours for t_peer, t_ours in zip(times[other], times[n])]
                     result["systems"][n][f"speedup_vs_{other}"] = round(statistics.median(ratios), 2)

@@ -205,20 +205,18 @@ def beam_search(
         scores, last = live_scores, live_token.view(-1)
 
         keep_sentences = []
+        live = scores.tolist()
         for i, sentence in enumerate(alive):
             done = finished[sentence]
-            live_best = scores[i, 0].item()
             if length >= limits[i]:  # the cap: live hypotheses end as they are
-                for j in range(k):
-                    if scores[i, j].item() > float("-inf"):
-                        raw = scores[i, j].item()
-                        done.append(Hypothesis(histories[i * k + j], raw / penalty, raw, False))
+                done.extend(Hypothesis(histories[i * k + j], raw / penalty, raw, False)
+                            for j, raw in enumerate(live[i]) if raw > float("-inf"))
                 continue
             if len(done) >= k:
                 continue
             if len(done) >= n_best:
                 threshold = sorted((h.score for h in done), reverse=True)[n_best - 1]
-                if live_best / length_penalty(limits[i], alpha) <= threshold:
+                if live[i][0] / length_penalty(limits[i], alpha) <= threshold:
                     continue
             keep_sentences.append(i)
         if len(keep_sentences) < len(alive):

@@ -145,14 +145,14 @@ def create_app(translator: Translator, name: str, checkpoint: str = "", max_wait
 
 
 def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, max_wait_ms: float = 5.0,
-          max_batch_tokens: int = 4000, device: str = "cpu") -> None:
+          max_batch_tokens: int = 4000, device: str = "cpu", bf16: bool = False) -> None:
     """Load a checkpoint and serve it until SIGINT/SIGTERM; in-flight requests finish first."""
     import uvicorn
 
     from aiayn.checkpoint import resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint, announce=True)
-    translator = Translator.from_checkpoint(path, device=device)
+    translator = Translator.from_checkpoint(path, device=device, bf16=bf16)
     name = Path(checkpoint).resolve().name
     app = create_app(translator, name, str(path), max_wait_ms, max_batch_tokens)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=30)
