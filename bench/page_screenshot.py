@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
-import sys
-import time
 
-import httpx
 from playwright.sync_api import sync_playwright
+
+from aiayn.serving.load import start_server
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -21,19 +19,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--sentence", default="Ein Mann schläft in einem grünen Raum auf einem Sofa.")
-    ap.add_argument("--port", type=int, default=8765)
     ap.add_argument("--out", default="docs/page.png")
     a = ap.parse_args()
-    server = subprocess.Popen([sys.executable, "-m", "aiayn.cli", "serve", "--checkpoint", a.checkpoint,
-                               "--port", str(a.port)], stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{a.port}"
+    server, url = start_server(a.checkpoint)
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=ARGS)
             page = browser.new_page(viewport={"width": 900, "height": 800})

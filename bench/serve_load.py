@@ -11,37 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
-
 from aiayn.data.corpus import read_lines
-from aiayn.serving.load import run_load
+from aiayn.serving.load import run_load, start_server
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
-
-
-def start(checkpoint: str, *extra: str) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "aiayn.cli", "serve", "--checkpoint", checkpoint, "--port",
-                                str(port), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "OMP_NUM_THREADS": "2"})
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("server did not start")
 
 
 def main() -> None:
@@ -55,7 +30,7 @@ def main() -> None:
     sentences = read_lines(DATA / "test_2016_flickr.de.gz")
     results = {}
     for label, extra in (("dynamic batching", ()), ("one request at a time", ("--no-batching",))):
-        process, url = start(a.checkpoint, *extra)
+        process, url = start_server(a.checkpoint, *extra)
         try:
             run_load(url, sentences[:32], n_requests=32, clients=a.clients, beam=a.beam)  # warm-up
             result = run_load(url, sentences, n_requests=a.requests, clients=a.clients, beam=a.beam)
