@@ -1,11 +1,13 @@
 """Shared fixtures: the real data beside the checkout, and small generated corpora."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The project's data lives beside the checkout (../shared/data); AIAYN_SHARED_DATA points elsewhere.
+SHARED_DATA = Path(os.environ.get("AIAYN_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 MULTI30K = SHARED_DATA / "multi30k"
 
 
