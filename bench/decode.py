@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import sys
 import time
@@ -123,6 +124,24 @@ def to_ctranslate2(hf, translator: Translator, out: Path) -> Path:
     return Path(Direct().convert(str(out), force=True))
 
 
+def ct2_worker(conn, checkpoint: str, model_dir: str, batches: list[list[list[str]]], pieces: dict[str, int]) -> None:
+    """Convert the checkpoint, then serve CTranslate2 decoding requests (a beam size) with the outputs as ids."""
+    import ctranslate2
+
+    translator = Translator.from_checkpoint(checkpoint)
+    to_ctranslate2(to_marian(translator), translator, Path(model_dir))
+    ct2 = ctranslate2.Translator(model_dir, device="cpu", compute_type="float32", intra_threads=2, inter_threads=1)
+    conn.send("ready")
+    while (beam := conn.recv()) is not None:
+        out = []
+        for tokens in batches:
+            cap = max(map(len, tokens)) + 50
+            for r in ct2.translate_batch(tokens, beam_size=beam, length_penalty=0.6, max_batch_size=0,
+                                         max_decoding_length=cap):
+                out.append([pieces[t] for t in r.hypotheses[0]])
+        conn.send(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", required=True)
@@ -152,12 +171,17 @@ def main() -> None:
         ours = model(x, tgt)
         theirs = hf(input_ids=x, attention_mask=x != model.config.pad_id, decoder_input_ids=tgt).logits
         print(f"conversion check: max |logit difference| aiayn vs Marian = {(ours - theirs).abs().max():.2e}", flush=True)
-    import ctranslate2
-
-    ct2_dir = to_ctranslate2(hf, translator, Path("bench/out/ct2_model"))
-    ct2 = ctranslate2.Translator(str(ct2_dir), device="cpu", compute_type="float32", intra_threads=2, inter_threads=1)
+    # CTranslate2 runs in a process of its own: loaded beside PyTorch, its OpenMP threads slowed the
+    # other systems (aiayn bf16 beam 4: 65 sent/s with CTranslate2 in the process, 109 without).
     ct2_src = [[translator.tokenizer.pieces(s + [EOS_ID]) for s in b] for b in batches]
     pieces = {p: i for i, p in enumerate(translator.tokenizer.pieces(list(range(translator.tokenizer.vocab_size))))}
+    ct2_conn = None
+    if "ct2" in a.systems:
+        ctx = multiprocessing.get_context("spawn")
+        ct2_conn, child = ctx.Pipe()
+        ctx.Process(target=ct2_worker, args=(child, str(checkpoint), "bench/out/ct2_model", ct2_src, pieces),
+                    daemon=True).start()
+        assert ct2_conn.recv() == "ready"
 
     bf16_model = Translator.from_checkpoint(checkpoint, bf16=True).model
 
@@ -184,13 +208,8 @@ def main() -> None:
         return out
 
     def run_ct2(beam: int) -> list[list[int]]:
-        out = []
-        for tokens in ct2_src:
-            cap = max(map(len, tokens)) + 50
-            for r in ct2.translate_batch(tokens, beam_size=beam, length_penalty=0.6, max_batch_size=0,
-                                         max_decoding_length=cap):
-                out.append([pieces[t] for t in r.hypotheses[0]])
-        return out
+        ct2_conn.send(beam)
+        return ct2_conn.recv()
 
     systems = {"aiayn_greedy": lambda: run_aiayn(1), "aiayn_beam4": lambda: run_aiayn(4),
                "aiayn_bf16_greedy": lambda: run_aiayn(1, bf16_model), "aiayn_bf16_beam4": lambda: run_aiayn(4, bf16_model),
@@ -207,6 +226,8 @@ def main() -> None:
             times[n].append(time.perf_counter() - t)
             print(f"round {r} {n}: {times[n][-1]:.2f}s", flush=True)
 
+    if ct2_conn is not None:
+        ct2_conn.send(None)
     result = {"checkpoint": str(checkpoint), "n_sent": len(src_text), "batch": a.bs, "threads": 2, "systems": {}}
     for n in names:
         hyp = translator.tokenizer.decode(outputs[n])
