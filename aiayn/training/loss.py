@@ -20,9 +20,11 @@ class _LabelSmoothedCrossEntropy(torch.autograd.Function):
     """Per-token smoothed loss and NLL from logits [N, V], with a hand-written backward.
 
     loss = (1 - eps) * (lse - logit[target]) + eps * (lse - mean(logits)), lse = logsumexp(logits);
-    d loss / d logits = softmax(logits) - (1 - eps) * onehot(target) - eps / V.
+    d loss / d logits = softmax(logits) - (1 - eps) * onehot(target) - eps / V, and
+    d nll / d logits = softmax(logits) - onehot(target).
     Autograd through log_softmax + gather + mean materialises several [N, V] float32 tensors;
-    this keeps only the logits and one [N] vector, and the backward writes one [N, V] tensor.
+    this keeps only the logits and one [N] vector, and the backward writes one new [N, V] tensor
+    (never into the caller's logits).
     """
 
     @staticmethod
@@ -36,12 +38,16 @@ class _LabelSmoothedCrossEntropy(torch.autograd.Function):
         return smoothed * weight, nll * weight
 
     @staticmethod
-    def backward(ctx, grad_smoothed: Tensor, grad_nll: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(ctx, grad_smoothed: Tensor | None, grad_nll: Tensor | None) -> tuple[Tensor | None, ...]:
         logits, target, weight, lse = ctx.saved_tensors
         eps = ctx.smoothing
-        grad = logits.float().sub_(lse[:, None]).exp_().sub_(eps / logits.size(-1))
-        grad.scatter_add_(-1, target[:, None], torch.full_like(lse[:, None], -(1.0 - eps)))
-        grad.mul_((grad_smoothed * weight)[:, None])
+        g_smoothed = weight * (grad_smoothed if grad_smoothed is not None else 0.0)
+        g_nll = weight * (grad_nll if grad_nll is not None else 0.0)
+        # A new float32 tensor (type promotion), never the caller's logits: `logits.float().sub_()`
+        # would write into them when they are float32 already.
+        grad = logits - lse[:, None]
+        grad.exp_().mul_((g_smoothed + g_nll)[:, None]).sub_((eps / logits.size(-1)) * g_smoothed[:, None])
+        grad.scatter_add_(-1, target[:, None], -((1.0 - eps) * g_smoothed + g_nll)[:, None])
         return grad.to(logits.dtype), None, None, None
 
 
@@ -50,10 +56,11 @@ def label_smoothed_loss(logits: Tensor, target: Tensor, pad_id: int, smoothing: 
 
     Computed in float32 whatever the logits' dtype (bf16 logits would lose the small differences
     that matter here). Padding positions count zero; a batch with no real token gives zero sums
-    rather than NaN. The NLL is for logging and carries no gradient.
+    rather than NaN. Both sums carry gradients (training uses the smoothed one; the NLL is there
+    for perplexity, or for training without smoothing).
     """
     vocab = logits.size(-1)
     flat_target = target.reshape(-1)
     weight = (flat_target != pad_id).float()
     smoothed, nll = _LabelSmoothedCrossEntropy.apply(logits.reshape(-1, vocab), flat_target, weight, smoothing)
-    return LossSums(smoothed=smoothed.sum(), nll=nll.detach().sum(), tokens=int(weight.sum()))
+    return LossSums(smoothed=smoothed.sum(), nll=nll.sum(), tokens=int(weight.sum()))

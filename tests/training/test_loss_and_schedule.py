@@ -31,6 +31,22 @@ def test_loss_and_gradient_match_pytorch_label_smoothing() -> None:
     assert grad_ours[1, 4:].abs().max() == 0  # padding gets no gradient
 
 
+def test_backward_leaves_the_logits_alone_and_the_nll_has_its_gradient() -> None:
+    torch.manual_seed(2)
+    logits = torch.randn(2, 4, 13, requires_grad=True)
+    target = torch.randint(1, 13, (2, 4))
+    target[0, 3] = PAD
+    kept = logits.detach().clone()
+    sums = label_smoothed_loss(logits, target, PAD, 0.1)
+    (grad,) = torch.autograd.grad(sums.nll + 0.5 * sums.smoothed, logits)
+    assert torch.equal(logits.detach(), kept)  # the backward once wrote into float32 logits in place
+    flat_logits, flat_target = logits.reshape(-1, 13), target.reshape(-1)
+    reference = (F.cross_entropy(flat_logits, flat_target, ignore_index=PAD, reduction="sum")
+                 + 0.5 * F.cross_entropy(flat_logits, flat_target, ignore_index=PAD, label_smoothing=0.1, reduction="sum"))
+    (expected,) = torch.autograd.grad(reference, logits)
+    assert torch.allclose(grad, expected, atol=1e-6)
+
+
 def test_bf16_logits_give_a_float32_loss_close_to_float32() -> None:
     torch.manual_seed(1)
     logits = torch.randn(4, 5, 50) * 5
