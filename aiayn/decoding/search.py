@@ -7,6 +7,7 @@ own (source length + 50), and finished sentences leave the batch.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +17,16 @@ from aiayn.model import Transformer, padding_mask
 
 # §6.1: "We set the maximum output length during inference to input length + 50".
 EXTRA_OUTPUT_LENGTH = 50
+
+
+class DecodingTimeout(RuntimeError):
+    """Decoding went on past its deadline (a server's limit per request) and was abandoned."""
+
+
+def check_deadline(deadline: float | None) -> None:
+    """Raise DecodingTimeout once time.monotonic() has passed `deadline` (None: no limit)."""
+    if deadline is not None and time.monotonic() > deadline:
+        raise DecodingTimeout("decoding took longer than the time limit")
 
 
 def max_output_lengths(src_mask: Tensor, extra: int = EXTRA_OUTPUT_LENGTH) -> Tensor:
@@ -110,11 +121,12 @@ class Sampling:
 @torch.inference_mode()
 def greedy_search(
     model: Transformer, src: Tensor, extra_length: int = EXTRA_OUTPUT_LENGTH, no_repeat_ngram_size: int = 0,
-    sampling: Sampling | None = None, use_cache: bool = True,
+    sampling: Sampling | None = None, use_cache: bool = True, deadline: float | None = None,
 ) -> list[list[int]]:
     """The most probable next token at every step (or a sampled one, with `sampling`).
 
     Returns each sentence's output ids without <sos>/<eos>. Finished sentences leave the batch.
+    Past `deadline` (time.monotonic()), DecodingTimeout is raised between two steps.
     """
     eos = model.config.eos_id
     decoder = _Decoder(model, src, use_cache)
@@ -124,6 +136,7 @@ def greedy_search(
     last = torch.full((src.size(0),), model.config.bos_id, dtype=torch.long, device=src.device)
     step = 0
     while alive:
+        check_deadline(deadline)
         log_probs = decoder.step(last)
         if no_repeat_ngram_size:
             ban_repeated_ngrams(log_probs, [outputs[row] for row in alive], no_repeat_ngram_size)
@@ -154,6 +167,7 @@ class Hypothesis:
 def beam_search(
     model: Transformer, src: Tensor, beam_size: int = 4, alpha: float = 0.6, n_best: int = 1,
     extra_length: int = EXTRA_OUTPUT_LENGTH, no_repeat_ngram_size: int = 0, use_cache: bool = True,
+    deadline: float | None = None,
 ) -> list[list[Hypothesis]]:
     """§6.1: beam search with beam size 4 and length penalty alpha = 0.6, batched as one tensor of
     sentences x beams. Returns, per sentence, its `n_best` hypotheses, best first.
@@ -161,7 +175,8 @@ def beam_search(
     A sentence stops when `beam_size` hypotheses have ended (as in GNMT and fairseq), or earlier,
     as soon as no live hypothesis can beat its n-best finished ones: log-probabilities only fall
     as tokens are added, so a live score s can at best become s / lp(length cap). At its length
-    cap, its live hypotheses are kept as they stand.
+    cap, its live hypotheses are kept as they stand. Past `deadline` (time.monotonic()),
+    DecodingTimeout is raised between two steps.
     """
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be between 1 and the beam size ({beam_size}), got {n_best}")
@@ -179,6 +194,7 @@ def beam_search(
     last = torch.full((n_sentences * k,), config.bos_id, dtype=torch.long, device=src.device)
     length = 0
     while alive:
+        check_deadline(deadline)
         length += 1
         log_probs = decoder.step(last)
         if no_repeat_ngram_size:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from aiayn.data.batching import pad
 from aiayn.data.tokenizer import BOS_ID, EOS_ID, Tokenizer
-from aiayn.decoding.search import EXTRA_OUTPUT_LENGTH, Hypothesis, Sampling, beam_search, greedy_search
+from aiayn.decoding.search import EXTRA_OUTPUT_LENGTH, Hypothesis, Sampling, beam_search, check_deadline, greedy_search
 from aiayn.model import AttentionMaps, Transformer
 
 
@@ -40,9 +40,13 @@ def length_sorted_batches(lengths: list[int], max_tokens: int, beam: int = 1) ->
     return batches
 
 
+ATTENTION_KINDS = ("encoder", "decoder_self", "cross")
+
+
 @dataclass
 class AttentionResult:
-    """Attention of one sentence pair, each map [heads, queries, keys] per layer.
+    """Attention of one sentence pair, each map [heads, queries, keys] per layer (None: a kind
+    that was not asked for).
 
     Source tokens are the encoder's inputs (subwords + </s>); target tokens label the decoder's
     positions by the token each one predicts (subwords + </s>), so a row of `cross` shows where
@@ -52,9 +56,9 @@ class AttentionResult:
     source_tokens: list[str]
     target_tokens: list[str]
     translation: str
-    encoder: list[Tensor]
-    decoder_self: list[Tensor]
-    cross: list[Tensor]
+    encoder: list[Tensor] | None
+    decoder_self: list[Tensor] | None
+    cross: list[Tensor] | None
 
 
 class Translator:
@@ -89,6 +93,12 @@ class Translator:
         trained = (self.config.get("training") or {}).get("max_length") or self.model.config.max_positions
         return min(trained, self.model.config.max_positions - 1)
 
+    @property
+    def max_target_tokens(self) -> int:
+        """Longest target (subwords) that attention() takes: the most a translation of the longest
+        source can have (§6.1: input length + 50)."""
+        return self.max_source_tokens + EXTRA_OUTPUT_LENGTH
+
     def _pieces(self, sources: list[list[int]]) -> tuple[list[list[int]], list[int]]:
         """Split over-long sources into pieces the model can take; returns pieces and their owners."""
         limit = self.max_source_tokens
@@ -106,10 +116,11 @@ class Translator:
     def translate_ids(
         self, sources: list[list[int]], beam: int = 4, alpha: float = 0.6, n_best: int = 1,
         batch_tokens: int = 8000, no_repeat_ngram_size: int = 0, sampling: Sampling | None = None,
-        progress: bool = False,
+        progress: bool = False, deadline: float | None = None,
     ) -> list[list[Hypothesis]]:
         """Subword ids (without <eos>) to n-best hypotheses, in input order. Empty input gives one
-        empty hypothesis; an over-long input is split into pieces whose outputs are concatenated."""
+        empty hypothesis; an over-long input is split into pieces whose outputs are concatenated.
+        Past `deadline` (time.monotonic()) the work stops with DecodingTimeout."""
         pieces, owners = self._pieces(sources)
         results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0, True)] for _ in pieces]
         todo = [i for i, p in enumerate(pieces) if p]
@@ -118,10 +129,12 @@ class Translator:
             rows = [todo[k] for k in batch]
             src = pad([pieces[i] + [EOS_ID] for i in rows]).to(self.device)
             if beam > 1 or n_best > 1:
-                found = beam_search(self.model, src, beam, alpha, n_best, no_repeat_ngram_size=no_repeat_ngram_size)
+                found = beam_search(self.model, src, beam, alpha, n_best, no_repeat_ngram_size=no_repeat_ngram_size,
+                                    deadline=deadline)
             else:
                 found = [[Hypothesis(ids, 0.0, 0.0, True)] for ids in
-                         greedy_search(self.model, src, no_repeat_ngram_size=no_repeat_ngram_size, sampling=sampling)]
+                         greedy_search(self.model, src, no_repeat_ngram_size=no_repeat_ngram_size, sampling=sampling,
+                                       deadline=deadline)]
             for row, hypotheses in zip(rows, found):
                 results[row] = hypotheses
         merged: list[list[Hypothesis]] = [[] for _ in sources]
@@ -147,20 +160,29 @@ class Translator:
         return [list(zip(self.tokenizer.decode([h.tokens for h in hyps]), (h.score for h in hyps))) for hyps in found]
 
     @torch.inference_mode()
-    def attention(self, src: str, tgt: str | None = None, beam: int = 4) -> AttentionResult:
-        """Every attention map for src and its translation (`tgt`, or the model's own, decoded with `beam`)."""
+    def attention(self, src: str, tgt: str | None = None, beam: int = 4,
+                  kinds: tuple[str, ...] = ATTENTION_KINDS, deadline: float | None = None) -> AttentionResult:
+        """The attention maps of `kinds` for src and its translation (`tgt`, or the model's own,
+        decoded with `beam`). Both sides are cut to what the model takes (max_source_tokens,
+        max_target_tokens), so the work and the maps stay bounded whatever the input."""
+        unknown = set(kinds) - set(ATTENTION_KINDS)
+        if unknown:
+            raise ValueError(f"unknown attention kinds {sorted(unknown)}; choose from {ATTENTION_KINDS}")
         src_ids = self.tokenizer.encode([src])[0][: self.max_source_tokens]
-        tgt_ids = (self.tokenizer.encode([tgt])[0] if tgt is not None
-                   else self.translate_ids([src_ids], beam=beam)[0][0].tokens)
-        maps = AttentionMaps()
+        tgt_ids = (self.tokenizer.encode([tgt])[0][: self.max_target_tokens] if tgt is not None
+                   else self.translate_ids([src_ids], beam=beam, deadline=deadline)[0][0].tokens)
+        check_deadline(deadline)
+        maps = AttentionMaps(**{kind: [] if kind in kinds else None for kind in ATTENTION_KINDS})
         source = torch.tensor([src_ids + [EOS_ID]], device=self.device)
         target_in = torch.tensor([[BOS_ID] + tgt_ids], device=self.device)
         self.model(source, target_in, record=maps)
+
+        def first_row(layers: list[Tensor] | None) -> list[Tensor] | None:
+            return None if layers is None else [m[0].float().cpu() for m in layers]
+
         return AttentionResult(
             source_tokens=self.tokenizer.pieces(src_ids + [EOS_ID]),
             target_tokens=self.tokenizer.pieces(tgt_ids + [EOS_ID]),
             translation=self.tokenizer.decode([tgt_ids])[0],
-            encoder=[m[0].float().cpu() for m in maps.encoder],
-            decoder_self=[m[0].float().cpu() for m in maps.decoder_self],
-            cross=[m[0].float().cpu() for m in maps.cross],
+            encoder=first_row(maps.encoder), decoder_self=first_row(maps.decoder_self), cross=first_row(maps.cross),
         )

@@ -5,6 +5,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from aiayn.errors import InputError
+
 PositionalEncoding = Literal["sinusoidal", "learned"]
 NormPlacement = Literal["post", "pre"]
 
@@ -47,20 +49,23 @@ class ModelConfig:
     PAPER_PARAMETERS = {"base": 65_000_000, "big": 213_000_000}
 
     def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers", "max_positions"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.d_model % self.n_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+            raise InputError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.d_model % 2 and self.positional_encoding == "sinusoidal":
-            raise ValueError(f"sinusoidal positions need an even d_model, got {self.d_model}")
+            raise InputError(f"sinusoidal positions need an even d_model, got {self.d_model}")
         if self.positional_encoding not in ("sinusoidal", "learned"):
-            raise ValueError(f"positional_encoding must be 'sinusoidal' or 'learned', got {self.positional_encoding!r}")
+            raise InputError(f"positional_encoding must be 'sinusoidal' or 'learned', got {self.positional_encoding!r}")
         if self.norm_placement not in ("post", "pre"):
-            raise ValueError(f"norm_placement must be 'post' or 'pre', got {self.norm_placement!r}")
+            raise InputError(f"norm_placement must be 'post' or 'pre', got {self.norm_placement!r}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise InputError(f"dropout must be in [0, 1), got {self.dropout}")
         for name in ("pad_id", "bos_id", "eos_id"):
             value = getattr(self, name)
             if not 0 <= value < self.vocab_size:
-                raise ValueError(f"{name}={value} is outside the vocabulary of {self.vocab_size}")
+                raise InputError(f"{name}={value} is outside the vocabulary of {self.vocab_size}")
 
     @property
     def d_head(self) -> int:
@@ -71,7 +76,7 @@ class ModelConfig:
     def preset(cls, name: str, **overrides: Any) -> "ModelConfig":
         """A named preset (`base`, `big`, `small`, `tiny`) with any field overridden."""
         if name not in cls.PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(cls.PRESETS)}")
+            raise InputError(f"unknown preset {name!r}; choose one of {', '.join(cls.PRESETS)}")
         return cls(**{**cls.PRESETS[name], **overrides})
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,5 +87,5 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown model config field(s): {', '.join(unknown)}")
+            raise InputError(f"unknown model config field(s): {', '.join(unknown)}")
         return cls(**values)

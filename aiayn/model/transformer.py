@@ -58,10 +58,18 @@ def scaled_dot_product_attention(
     `mask` is bool, True where a query may attend, broadcastable to [B, h, T_q, T_k]. The fused
     PyTorch kernel does the work, except when the caller wants the weights (`record` is a list they
     are appended to, [B, h, T_q, T_k]), which only the explicit path can give, and on the CPU for
-    bfloat16 (explicit bf16 products measured 2-4x faster) and for the single query of a decoding
-    step (the fused kernel's set-up outweighs its work there).
+    short bfloat16 sequences (up to 64 keys: explicit bf16 products measured 1.2-1.5x faster; from
+    about 100 keys the fused kernel is faster, and it never holds the [B, h, T_q, T_k] scores) and
+    for the single query of a decoding step (the fused kernel's set-up outweighs its work there).
     """
-    fused_is_slower = q.device.type == "cpu" and (q.dtype == torch.bfloat16 or q.size(-2) == 1)
+    # Keys and values held wider than the queries (see DecoderCache) set the dtype to work in;
+    # weights recorded for pictures are worked out in float32 (one sentence: no cost to speak of).
+    work_dtype = torch.float32 if record is not None else k.dtype
+    if q.dtype != work_dtype or k.dtype != work_dtype:
+        return scaled_dot_product_attention(q.to(work_dtype), k.to(work_dtype), v.to(work_dtype), mask,
+                                            record).to(q.dtype)
+    short_bf16 = q.dtype == torch.bfloat16 and k.size(-2) <= 64
+    fused_is_slower = q.device.type == "cpu" and (short_bf16 or q.size(-2) == 1)
     if record is None and not fused_is_slower:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
@@ -173,11 +181,14 @@ class DecoderLayer(nn.Module):
 
     def forward(
         self, x: Tensor, memory_kv: KeyValue, memory_mask: Tensor, look_ahead: Tensor | None,
-        past_kv: KeyValue | None = None, record: AttentionMaps | None = None,
+        past_kv: KeyValue | None = None, record: AttentionMaps | None = None, kv_dtype: torch.dtype | None = None,
     ) -> tuple[Tensor, KeyValue]:
-        """Returns the layer output and the self-attention keys/values of all positions so far."""
+        """Returns the layer output and the self-attention keys/values of all positions so far
+        (in `kv_dtype`, where a decoding cache keeps them in another dtype than the model's)."""
         h = self.self_attention_residual.sublayer_input(x)
         key, value = self.self_attention.project_key_value(h)
+        if kv_dtype is not None:
+            key, value = key.to(kv_dtype), value.to(kv_dtype)
         if past_kv is not None:
             key, value = torch.cat([past_kv[0], key], dim=2), torch.cat([past_kv[1], value], dim=2)
         attended = self.self_attention(h, key, value, look_ahead, record.decoder_self if record else None)
@@ -209,7 +220,13 @@ def sinusoid_table(n_positions: int, d_model: int) -> Tensor:
 
 class SinusoidalPositionalEncoding(nn.Module):
     """§3.5: fixed sinusoids, "may allow the model to extrapolate to sequence lengths longer than
-    the ones encountered during training": the table grows on demand, so no length is out of range."""
+    the ones encountered during training": positions past the precomputed table are computed on
+    the fly, so no length is out of range.
+
+    The table follows the module's device and dtype (`.to(torch.bfloat16)` included). Positions past
+    it are made for the call alone, never stored: a forward pass must not change the module, or one
+    request with a very long input could change every later one (a float32 table regrown inside
+    a bfloat16 model made every later matrix product fail)."""
 
     def __init__(self, d_model: int, max_positions: int):
         super().__init__()
@@ -218,9 +235,9 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     def forward(self, length: int, offset: int = 0) -> Tensor:
         end = offset + length
-        if end > self.table.size(0):
-            self.table = sinusoid_table(max(end, 2 * self.table.size(0)), self.d_model).to(self.table.device)
-        return self.table[offset:end]
+        if end <= self.table.size(0):
+            return self.table[offset:end]
+        return sinusoid_table(end, self.d_model)[offset:end].to(self.table.device, self.table.dtype)
 
 
 class LearnedPositionalEncoding(nn.Module):
@@ -265,10 +282,17 @@ class DecoderCache:
     `cross` holds each layer's keys/values of the encoder output, projected once per sentence;
     `self_attention` each layer's keys/values of the target positions decoded so far, so a new
     token costs one step of the decoder, not a re-run of the prefix.
+
+    On the CPU both are kept in float32 even for a bfloat16 model, so a step's single-query
+    attention runs in float32: there, bfloat16 batched products JIT-compile a kernel per shape and
+    keep it (about 1 MB each), and a decoding step's shapes change with every token and batch, so
+    a bfloat16 server's memory grew without bound. float32 products of these thin shapes are no
+    slower, and the softmax wants float32 anyway.
     """
 
     cross: list[KeyValue]
     self_attention: list[KeyValue | None]
+    dtype: torch.dtype
 
     @property
     def length(self) -> int:
@@ -289,11 +313,12 @@ class DecoderCache:
 
 @dataclass
 class AttentionMaps:
-    """Attention weights recorded during a forward pass, one [B, h, T_q, T_k] tensor per layer."""
+    """Attention weights recorded during a forward pass, one [B, h, T_q, T_k] tensor per layer;
+    a kind set to None is not recorded (each costs memory quadratic in the length)."""
 
-    encoder: list[Tensor] = field(default_factory=list)
-    decoder_self: list[Tensor] = field(default_factory=list)
-    cross: list[Tensor] = field(default_factory=list)
+    encoder: list[Tensor] | None = field(default_factory=list)
+    decoder_self: list[Tensor] | None = field(default_factory=list)
+    cross: list[Tensor] | None = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- the model (§3, Figure 1)
@@ -331,7 +356,7 @@ class Decoder(nn.Module):
         look_ahead = None if n_new == 1 else look_ahead_mask(n_new, past + n_new, x.device)
         for i, layer in enumerate(self.layers):
             past_kv = cache.self_attention[i] if cache is not None else None
-            x, kv = layer(x, memory_kv[i], memory_mask, look_ahead, past_kv, record)
+            x, kv = layer(x, memory_kv[i], memory_mask, look_ahead, past_kv, record, cache.dtype if cache else None)
             if cache is not None:
                 cache.self_attention[i] = kv
         return self.final_norm(x)
@@ -379,8 +404,10 @@ class Transformer(nn.Module):
 
     def new_cache(self, memory: Tensor) -> DecoderCache:
         """An empty decoding cache with the encoder output projected once for every layer."""
-        cross = [layer.cross_attention.project_key_value(memory) for layer in self.decoder.layers]
-        return DecoderCache(cross=cross, self_attention=[None] * len(cross))
+        dtype = torch.float32 if memory.device.type == "cpu" else memory.dtype
+        cross = [tuple(kv.to(dtype) for kv in layer.cross_attention.project_key_value(memory))
+                 for layer in self.decoder.layers]
+        return DecoderCache(cross=cross, self_attention=[None] * len(cross), dtype=dtype)
 
     def decode(
         self, tgt_in: Tensor, memory: Tensor | None, src_mask: Tensor, cache: DecoderCache | None = None,

@@ -99,7 +99,7 @@ class MarkovModel(nn.Module):
         return src.float()[..., None]
 
     def new_cache(self, memory: torch.Tensor) -> DecoderCache:
-        return DecoderCache(cross=[(memory[:, None], memory[:, None])], self_attention=[None])
+        return DecoderCache(cross=[(memory[:, None], memory[:, None])], self_attention=[None], dtype=memory.dtype)
 
     def decode(self, tgt_in, memory, src_mask, cache=None):
         self.steps += 1

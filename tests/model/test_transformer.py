@@ -99,6 +99,23 @@ def test_sinusoidal_positions_extend_beyond_max_positions() -> None:
     assert torch.allclose(model.target_embeddings.positions(30), sinusoid_table(30, 32))
 
 
+def test_a_long_input_to_a_bf16_model_changes_nothing_in_it() -> None:
+    # A forward pass past the table must not regrow it (in float32, as it once did): that broke
+    # every later call of a bfloat16 model ("mat1 and mat2 must have the same dtype").
+    model = tiny_model(max_positions=8).to(torch.bfloat16)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    tables = [m.table.clone() for m in (model.source_embeddings.positions, model.target_embeddings.positions)]
+    src = torch.randint(3, 50, (1, 5))
+    before = model(src, torch.randint(3, 50, (1, 4)))
+    long = model(torch.randint(3, 50, (1, 20)), torch.randint(3, 50, (1, 30)))
+    assert long.dtype == torch.bfloat16 and torch.isfinite(long.float()).all()
+    for module, table in zip((model.source_embeddings.positions, model.target_embeddings.positions), tables):
+        assert module.table.dtype == torch.bfloat16 and torch.equal(module.table, table)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    torch.manual_seed(0)
+    assert torch.equal(model(src, before.argmax(-1)), model(src, before.argmax(-1)))
+
+
 def test_learned_positions_are_table_3_row_e_with_a_clear_limit() -> None:
     model = tiny_model(positional_encoding="learned", max_positions=8)
     assert model(torch.randint(3, 50, (2, 8)), torch.randint(3, 50, (2, 8))).shape == (2, 8, 50)
