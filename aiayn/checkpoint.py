@@ -7,15 +7,15 @@
     training_state.safetensors optimizer moments, RNG states (training checkpoints only)
 
 A checkpoint is written into a hidden sibling directory and renamed into place, so a process
-killed at any moment leaves either the complete new checkpoint or none, and never touches the
-previous one. A run directory keeps its checkpoints under `checkpoints/`.
+killed at any moment leaves either the complete new checkpoint or none; replacing one (`best`,
+`average`) swaps the new copy in atomically (aiayn.files). A run directory keeps its checkpoints
+under `checkpoints/`.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,22 +25,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from aiayn.data.tokenizer import Tokenizer
+from aiayn.errors import InputError
+from aiayn.files import fsync_dir, install_dir, recover_hidden, remove_tree, staging_path
 from aiayn.model import ModelConfig, Transformer
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
 AVERAGE_DIR, BEST_DIR = "average", "best"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that is missing, incomplete or corrupt; the message names the file."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -59,11 +53,11 @@ def save_checkpoint(
     directory: Path, model: Transformer, tokenizer: Tokenizer, extra_config: dict[str, Any] | None = None,
     state: dict[str, Any] | None = None, state_tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write a checkpoint atomically (temporary directory + rename) and return its path."""
+    """Write a checkpoint atomically (temporary directory + rename) and return its path. An
+    existing `directory` is replaced (swapped atomically): callers decide whether it may be."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    partial = directory.parent / f".{directory.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
+    partial = staging_path(directory)
     partial.mkdir()
     save_model(model, str(partial / "model.safetensors"))  # writes a shared matrix once
     _write_json(partial / "config.json", {"model": model.config.to_dict(), **(extra_config or {})})
@@ -74,43 +68,62 @@ def save_checkpoint(
     for file in partial.iterdir():
         if file.suffix != ".json":
             _fsync_file(file)
-    _fsync_dir(partial)
-    if directory.exists():  # replacing (e.g. "best"): move the old one aside first, atomically
-        old = directory.parent / f".{directory.name}.old-{os.getpid()}"
-        directory.rename(old)
-        partial.rename(directory)
-        shutil.rmtree(old)
-    else:
-        partial.rename(directory)
-    _fsync_dir(directory.parent)
-    return directory
+    fsync_dir(partial)
+    return install_dir(partial, directory)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{path}: corrupt JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: corrupt (not a JSON object)")
+    return value
 
 
 def read_config(directory: Path) -> dict[str, Any]:
     return _read_json(Path(directory) / "config.json")
 
 
+def is_checkpoint(path: Path) -> bool:
+    """Whether `path` is an aiayn checkpoint directory (weights and a config with a model)."""
+    try:
+        return (path / "model.safetensors").is_file() and "model" in read_config(path)
+    except CheckpointError:
+        return False
+
+
+def model_config_of(config: dict[str, Any], config_path: Path) -> ModelConfig:
+    try:
+        return ModelConfig.from_dict(config["model"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{config_path}: bad model config ({error})") from None
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    try:
+        return Tokenizer.load(path)
+    except (OSError, RuntimeError, ValueError) as error:
+        raise CheckpointError(f"{path}: missing or corrupt ({error})") from None
+
+
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[Transformer, Tokenizer, dict[str, Any]]:
     """Model (in eval mode), tokenizer and config of a checkpoint directory or a run directory."""
     directory = resolve_checkpoint(path)
     config = read_config(directory)
-    try:
-        model_config = ModelConfig.from_dict(config["model"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{directory / 'config.json'}: bad model config ({error})") from None
-    model = Transformer(model_config)
+    model_config = model_config_of(config, directory / "config.json")
+    tokenizer = load_tokenizer(directory / "tokenizer.model")
+    if tokenizer.vocab_size != model_config.vocab_size:
+        raise CheckpointError(f"{directory / 'tokenizer.model'}: {tokenizer.vocab_size} pieces, but "
+                              f"{directory / 'config.json'} says vocab_size {model_config.vocab_size}; "
+                              "the tokenizer does not belong to this model")
     weights = directory / "model.safetensors"
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing")
+    model = Transformer(model_config)
     try:
         missing, unexpected = load_model(model, str(weights), strict=False)
     except (SafetensorError, RuntimeError, OSError) as error:
@@ -118,11 +131,6 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     if missing or unexpected:
         raise CheckpointError(f"{weights}: weights do not match the config "
                               f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
-    tokenizer_path = directory / "tokenizer.model"
-    try:
-        tokenizer = Tokenizer.load(tokenizer_path)
-    except (OSError, RuntimeError, ValueError) as error:
-        raise CheckpointError(f"{tokenizer_path}: missing or corrupt ({error})") from None
     return model.to(device).eval(), tokenizer, config
 
 
@@ -144,34 +152,51 @@ def step_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def remove_partial_checkpoints(run_dir: Path) -> None:
-    """Drop what a killed writer left behind (hidden .partial / .old directories)."""
-    root = Path(run_dir) / "checkpoints"
-    if root.is_dir():
-        for p in root.iterdir():
-            if p.name.startswith("."):
-                shutil.rmtree(p, ignore_errors=True)
+def step_of(path: Path) -> int:
+    return int(STEP_DIR.match(path.name).group(1))
+
+
+def recover_checkpoints(run_dir: Path) -> None:
+    """After a writer was killed: drop its partial checkpoints, restore a replaced one whose
+    successor never arrived (see aiayn.files.install_dir)."""
+    recover_hidden(Path(run_dir) / "checkpoints")
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
     """Keep the last `keep` step checkpoints; each older one is renamed away before it is deleted,
     so a kill mid-delete never leaves a half-deleted directory under a checkpoint's name."""
     for old in step_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        doomed = old.parent / f".{old.name}.deleting"
-        old.rename(doomed)
-        shutil.rmtree(doomed)
+        remove_tree(old)
+
+
+def _stale_average(root: Path) -> str | None:
+    """Why checkpoints/average should not be used (it predates the run's last step checkpoint), or None."""
+    steps = step_checkpoints(root.parent)
+    if not steps:
+        return None
+    averaged_up_to = read_config(root / AVERAGE_DIR).get("step")
+    if averaged_up_to is None or averaged_up_to < step_of(steps[-1]):
+        return f"it was averaged up to step {averaged_up_to}, and the run has reached {steps[-1].name} since"
+    return None
 
 
 def resolve_checkpoint(path: str | Path, announce: bool = False) -> Path:
-    """A checkpoint directory as given, or for a run directory its averaged, best or last checkpoint
-    (in that order of preference)."""
+    """A checkpoint directory as given, or for a run directory its averaged (unless older than the
+    last step checkpoint), best or last checkpoint, in that order of preference."""
     path = Path(path)
     if (path / "model.safetensors").is_file():
         return path
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such checkpoint or run directory")
     root = path / "checkpoints"
-    for candidate in (root / AVERAGE_DIR, root / BEST_DIR, *reversed(step_checkpoints(path))):
+    candidates = [root / BEST_DIR, *reversed(step_checkpoints(path))]
+    if (root / AVERAGE_DIR).is_dir():
+        stale = _stale_average(root)
+        if stale is None:
+            candidates.insert(0, root / AVERAGE_DIR)
+        elif announce:
+            print(f"not using {root / AVERAGE_DIR}: {stale}", file=sys.stderr)
+    for candidate in candidates:
         if candidate.is_dir():
             if announce:
                 print(f"using checkpoint {candidate}", file=sys.stderr, flush=True)  # stdout may carry output
@@ -193,6 +218,9 @@ def average_checkpoints(paths: list[Path], out: Path) -> Path:
         for k, v in other.state_dict().items():
             total[k] += v.double()
     model.load_state_dict({k: (v / len(paths)).to(model.state_dict()[k].dtype) for k, v in total.items()})
-    extra = {k: v for k, v in config.items() if k != "model"}
+    extra = {k: v for k, v in config.items() if k not in ("model", "step", "valid_bleu")}
     extra["averaged_from"] = [str(p) for p in paths]
+    steps = [step_of(p) for p in paths if STEP_DIR.match(p.name)]
+    if steps:
+        extra["step"] = max(steps)
     return save_checkpoint(out, model, tokenizer, extra)

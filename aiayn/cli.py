@@ -3,10 +3,56 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from aiayn.errors import InputError
 from aiayn.model.config import ModelConfig
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit status 2), like every other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def number(kind: type, minimum: float | None = None, maximum: float | None = None,
+           above: float | None = None) -> Callable[[str], float]:
+    """An argparse type: an int or float within bounds (`above` is an exclusive lower bound)."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"{text} is below the minimum of {minimum}")
+        if above is not None and value <= above:
+            raise argparse.ArgumentTypeError(f"{text} must be above {above}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{text} is above the maximum of {maximum}")
+        return value
+    return parse
+
+
+POSITIVE = number(int, minimum=1)
+FRACTION = number(float, minimum=0.0, maximum=0.999)
+
+
+def _output_file(path: str | None, flag: str) -> Path | None:
+    """Check an output file's place before any work: its folder exists and it is not a folder."""
+    if path is None:
+        return None
+    out = Path(path)
+    if out.is_dir():
+        raise InputError(f"{flag} {out}: is a folder, not a file")
+    if not out.parent.is_dir():
+        raise InputError(f"{flag} {out}: folder {out.parent} does not exist")
+    return out
 
 
 def _params(args: argparse.Namespace) -> int:
@@ -26,8 +72,10 @@ def _params(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from aiayn.runtime import check_device
     from aiayn.training.trainer import TrainConfig, train
 
+    check_device(args.device)
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     values["time_budget_s"] = args.time_budget * 60 if args.time_budget else None
     if args.resume:
@@ -45,20 +93,28 @@ def _train(args: argparse.Namespace) -> int:
                       valid_src=str(split_path("val", src_lang, args.data_dir)),
                       valid_tgt=str(split_path("val", tgt_lang, args.data_dir)))
     if not (values.get("train_src") and values.get("train_tgt")):
-        raise SystemExit("aiayn train: give --train-src and --train-tgt, or --multi30k SRC-TGT")
+        raise InputError("no training data: give --train-src and --train-tgt, or --multi30k SRC-TGT")
     overrides = {k: v for k, v in dict(dropout=args.dropout, positional_encoding=args.positional_encoding,
                                        norm_placement=args.norm_placement).items() if v is not None}
-    train(args.out, ModelConfig.preset(args.preset, **overrides), TrainConfig(**values))
+    config = TrainConfig(**values)  # checks the numbers before anything is read or written
+    train(args.out, ModelConfig.preset(args.preset, **overrides), config, overwrite=args.overwrite)
     return 0
 
 
 def _average(args: argparse.Namespace) -> int:
-    from aiayn.checkpoint import AVERAGE_DIR, average_checkpoints, step_checkpoints
+    from aiayn.checkpoint import AVERAGE_DIR, average_checkpoints, is_checkpoint, step_checkpoints
+    from aiayn.files import check_output_dir
 
     paths = step_checkpoints(Path(args.run_dir))[-args.last:]
+    if not paths:
+        raise InputError(f"{args.run_dir}: no step checkpoints to average (is it a training run?)")
+    if args.out:  # the user's folder: only a new, empty, or (with --overwrite) checkpoint folder
+        out = Path(args.out)
+        check_output_dir(out, "checkpoint", is_checkpoint, args.overwrite)
+    else:  # the run's own checkpoints/average, which re-averaging replaces
+        out = Path(args.run_dir) / "checkpoints" / AVERAGE_DIR
     if len(paths) < args.last:
         print(f"note: {args.run_dir} has {len(paths)} checkpoints, fewer than --last {args.last}", file=sys.stderr)
-    out = Path(args.out) if args.out else Path(args.run_dir) / "checkpoints" / AVERAGE_DIR
     print(f"averaged {', '.join(p.name for p in paths)} into {average_checkpoints(paths, out)}")
     return 0
 
@@ -66,20 +122,22 @@ def _average(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from aiayn.evaluation.plots import plot_run
 
-    print(plot_run(args.run_dir, args.out))
+    print(plot_run(args.run_dir, _output_file(args.out, "--out")))
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     from aiayn.demo import run_demo
 
-    run_demo(args.out, minutes=args.minutes, seed=args.seed)
+    run_demo(args.out, minutes=args.minutes, seed=args.seed, overwrite=args.overwrite)
     return 0
 
 
 def _translator(args: argparse.Namespace):
     from aiayn.decoding.translator import Translator
+    from aiayn.runtime import check_device
 
+    check_device(args.device)
     return Translator.from_checkpoint(args.checkpoint, device=args.device, announce=True, bf16=args.bf16)
 
 
@@ -91,9 +149,14 @@ def _read_input(path: str | None) -> list[str]:
 
 def _translate(args: argparse.Namespace) -> int:
     from aiayn.decoding.search import Sampling
+    from aiayn.files import write_atomic
 
-    translator = _translator(args)
+    from aiayn.checkpoint import resolve_checkpoint
+
+    output = _output_file(args.output, "--output")
+    resolve_checkpoint(args.checkpoint)  # a wrong --checkpoint is reported before stdin is waited for
     lines = _read_input(args.input)
+    translator = _translator(args)
     sampling = (Sampling(args.temperature, args.top_k, args.top_p, args.seed) if args.sample else None)
     progress = bool(args.input) or not sys.stdin.isatty()
     if args.n_best > 1:
@@ -103,8 +166,8 @@ def _translate(args: argparse.Namespace) -> int:
         out_lines = translator.translate(lines, 1 if sampling else args.beam, args.alpha, args.batch_tokens,
                                          args.no_repeat_ngram_size, sampling, progress=progress)
     text = "".join(line + "\n" for line in out_lines)
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+    if output:
+        write_atomic(output, text)
     else:
         sys.stdout.write(text)
     return 0
@@ -113,12 +176,16 @@ def _translate(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from aiayn.data.corpus import read_parallel
     from aiayn.evaluation.bleu import bleu, chrf, tokenized_lowercased_bleu
+    from aiayn.files import write_atomic
 
-    translator = _translator(args)
+    hyp = _output_file(args.hyp, "--hyp")
     sources, references = read_parallel(args.src, args.ref)
+    if not sources:
+        raise InputError(f"{args.src}: empty test set")
+    translator = _translator(args)
     hypotheses = translator.translate(sources, args.beam, args.alpha, args.batch_tokens, progress=True)
-    if args.hyp:
-        Path(args.hyp).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+    if hyp:
+        write_atomic(hyp, "".join(h + "\n" for h in hypotheses))
     lang = args.lang or (translator.config.get("languages") or {}).get("target") or "en"
     decoding = "greedy" if args.beam == 1 else f"beam {args.beam}, alpha {args.alpha}"
     print(f"{len(hypotheses)} sentences, {decoding}")
@@ -131,31 +198,40 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _attention(args: argparse.Namespace) -> int:
-    from aiayn.evaluation.attention_plot import draw_all_heads, draw_attention
+    from aiayn.evaluation.attention_plot import check_map_choice, draw_all_heads, draw_attention
 
-    result = _translator(args).attention(args.src, args.tgt, beam=args.beam)
+    from aiayn.checkpoint import model_config_of, read_config, resolve_checkpoint
+
+    out = _output_file(args.out, "--out")
+    directory = resolve_checkpoint(args.checkpoint)
+    check_map_choice(model_config_of(read_config(directory), directory / "config.json"), args.kind, args.layer, args.head)
+    translator = _translator(args)
+    result = translator.attention(args.src, args.tgt, beam=args.beam)
     print(f"{args.src}\n-> {result.translation}")
     if args.all_heads:
-        path = draw_all_heads(result, args.out, args.kind)
+        path = draw_all_heads(result, out, args.kind)
     else:
-        path = draw_attention(result, args.out, args.kind, args.layer, args.head)
+        path = draw_attention(result, out, args.kind, args.layer, args.head)
     print(f"wrote {path}")
     return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiayn.serving.app import serve
+    from aiayn.runtime import check_device
+    from aiayn.serving.app import ServiceLimits, serve
 
+    check_device(args.device)
+    limits = ServiceLimits(max_body_bytes=args.max_body_bytes, decode_timeout_s=args.timeout)
     serve(args.checkpoint, args.host, args.port, 0.0 if args.no_batching else args.max_wait_ms,
-          0 if args.no_batching else args.max_batch_tokens, args.device, args.bf16)
+          0 if args.no_batching else args.max_batch_tokens, args.device, args.bf16, limits)
     return 0
 
 
 def _add_decoding_arguments(p: argparse.ArgumentParser, beam: int = 4) -> None:
     p.add_argument("--checkpoint", required=True, help="a checkpoint, or a run directory (averaged, best or last)")
-    p.add_argument("--beam", type=int, default=beam, help="beam size (§6.1: 4); 1 = greedy")
-    p.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty ((5+|Y|)/6)^alpha")
-    p.add_argument("--batch-tokens", type=int, default=8000, help="decoding batch size in tokens x beams")
+    p.add_argument("--beam", type=POSITIVE, default=beam, help="beam size (§6.1: 4); 1 = greedy")
+    p.add_argument("--alpha", type=number(float, 0.0), default=0.6, help="GNMT length penalty ((5+|Y|)/6)^alpha")
+    p.add_argument("--batch-tokens", type=POSITIVE, default=8000, help="decoding batch size in tokens x beams")
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="bfloat16 weights (faster on CPUs with avx512_bf16, GPUs)")
 
@@ -168,33 +244,37 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     data.add_argument("--train-tgt", dest="train_tgt")
     data.add_argument("--valid-src", dest="valid_src")
     data.add_argument("--valid-tgt", dest="valid_tgt")
-    data.add_argument("--vocab-size", dest="vocab_size", type=int, default=8000, help="shared BPE vocabulary size")
-    data.add_argument("--max-length", dest="max_length", type=int, default=250, help="skip pairs with a side longer than this (subwords)")
+    data.add_argument("--vocab-size", dest="vocab_size", type=POSITIVE, default=8000, help="shared BPE vocabulary size")
+    data.add_argument("--max-length", dest="max_length", type=POSITIVE, default=250,
+                      help="skip pairs with a side longer than this (subwords)")
     model = p.add_argument_group("model")
     model.add_argument("--preset", default="small", choices=sorted(ModelConfig.PRESETS))
-    model.add_argument("--dropout", type=float)
+    model.add_argument("--dropout", type=FRACTION)
     model.add_argument("--positional-encoding", choices=["sinusoidal", "learned"])
     model.add_argument("--norm-placement", choices=["post", "pre"])
     opt = p.add_argument_group("optimisation (§5.3, §5.4)")
-    opt.add_argument("--batch-tokens", dest="batch_tokens", type=int, default=8000, help="source+target tokens per batch")
-    opt.add_argument("--accumulate", type=int, default=1, help="batches per optimizer step")
-    opt.add_argument("--label-smoothing", dest="label_smoothing", type=float, default=0.1)
-    opt.add_argument("--warmup", dest="warmup_steps", type=int, default=4000)
-    opt.add_argument("--lr-scale", dest="lr_scale", type=float, default=1.0, help="factor on the §5.3 learning rate")
-    opt.add_argument("--adam-beta1", dest="adam_beta1", type=float, default=0.9)
-    opt.add_argument("--adam-beta2", dest="adam_beta2", type=float, default=0.98)
-    opt.add_argument("--adam-eps", dest="adam_eps", type=float, default=1e-9)
-    opt.add_argument("--clip-norm", dest="clip_norm", type=float, default=0.0, help="0 = no clipping")
-    opt.add_argument("--seed", type=int, default=1)
+    opt.add_argument("--batch-tokens", dest="batch_tokens", type=POSITIVE, default=8000,
+                     help="source+target tokens per batch")
+    opt.add_argument("--accumulate", type=POSITIVE, default=1, help="batches per optimizer step")
+    opt.add_argument("--label-smoothing", dest="label_smoothing", type=FRACTION, default=0.1)
+    opt.add_argument("--warmup", dest="warmup_steps", type=POSITIVE, default=4000)
+    opt.add_argument("--lr-scale", dest="lr_scale", type=number(float, above=0.0), default=1.0,
+                     help="factor on the §5.3 learning rate")
+    opt.add_argument("--adam-beta1", dest="adam_beta1", type=FRACTION, default=0.9)
+    opt.add_argument("--adam-beta2", dest="adam_beta2", type=FRACTION, default=0.98)
+    opt.add_argument("--adam-eps", dest="adam_eps", type=number(float, above=0.0), default=1e-9)
+    opt.add_argument("--clip-norm", dest="clip_norm", type=number(float, 0.0), default=0.0, help="0 = no clipping")
+    opt.add_argument("--seed", type=number(int, 0), default=1)
     stop = p.add_argument_group("stopping, validation, checkpoints")
-    stop.add_argument("--max-steps", dest="max_steps", type=int)
-    stop.add_argument("--max-epochs", dest="max_epochs", type=int)
-    stop.add_argument("--time-budget", type=float, help="minutes of training steps")
-    stop.add_argument("--eval-every", dest="eval_every", type=int, default=500)
-    stop.add_argument("--bleu-sentences", dest="bleu_sentences", type=int, help="validate BLEU on the first N sentences")
-    stop.add_argument("--save-every", dest="save_every", type=int, default=500)
-    stop.add_argument("--keep-last", dest="keep_last", type=int, default=5)
-    stop.add_argument("--log-every", dest="log_every", type=int, default=10)
+    stop.add_argument("--max-steps", dest="max_steps", type=POSITIVE)
+    stop.add_argument("--max-epochs", dest="max_epochs", type=POSITIVE)
+    stop.add_argument("--time-budget", type=number(float, above=0.0), help="minutes of training steps")
+    stop.add_argument("--eval-every", dest="eval_every", type=POSITIVE, default=500)
+    stop.add_argument("--bleu-sentences", dest="bleu_sentences", type=POSITIVE,
+                      help="validate BLEU on the first N sentences")
+    stop.add_argument("--save-every", dest="save_every", type=POSITIVE, default=500)
+    stop.add_argument("--keep-last", dest="keep_last", type=POSITIVE, default=5)
+    stop.add_argument("--log-every", dest="log_every", type=POSITIVE, default=10)
     device = p.add_argument_group("device")
     device.add_argument("--device", default="cpu")
     device.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPUs with avx512_bf16, GPUs)")
@@ -202,19 +282,21 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aiayn", description="The Transformer of 'Attention Is All You Need'.")
+    parser = _Parser(prog="aiayn", description="The Transformer of 'Attention Is All You Need'.")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     p = verbs.add_parser("demo", help="train a small English->German number-word translator (no download) and test it")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--minutes", type=float, default=2.0, help="training time")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo run in --out")
+    p.add_argument("--minutes", type=number(float, above=0.0), default=2.0, help="training time")
+    p.add_argument("--seed", type=number(int, 0), default=1)
     p.set_defaults(run=_demo)
 
     p = verbs.add_parser("train", help="train a translator on parallel text (§5)")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", help="new run directory")
     target.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     _add_train_arguments(p)
     p.set_defaults(run=_train)
 
@@ -222,13 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoding_arguments(p)
     p.add_argument("--input", help="file to translate (default: stdin)")
     p.add_argument("--output", help="file to write (default: stdout)")
-    p.add_argument("--n-best", type=int, default=1, help="write the N best as 'line ||| text ||| score'")
-    p.add_argument("--no-repeat-ngram-size", type=int, default=0)
+    p.add_argument("--n-best", type=POSITIVE, default=1, help="write the N best as 'line ||| text ||| score'")
+    p.add_argument("--no-repeat-ngram-size", type=number(int, 0), default=0)
     p.add_argument("--sample", action="store_true", help="sample instead of searching")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--temperature", type=number(float, above=0.0), default=1.0)
+    p.add_argument("--top-k", type=number(int, 0), default=0)
+    p.add_argument("--top-p", type=number(float, above=0.0, maximum=1.0), default=1.0)
+    p.add_argument("--seed", type=number(int, 0))
     p.set_defaults(run=_translate)
 
     p = verbs.add_parser("evaluate", help="translate a test set and score it (sacreBLEU, chrF, tokenised BLEU)")
@@ -246,25 +328,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG file")
     p.add_argument("--kind", default="cross", choices=["cross", "encoder", "decoder"])
     p.add_argument("--layer", type=int, default=-1, help="layer (negative counts from the last)")
-    p.add_argument("--head", type=int, help="one head (default: the average over heads)")
+    p.add_argument("--head", type=int, help="one head, counted from 0 (default: the average over heads)")
     p.add_argument("--all-heads", action="store_true", help="a grid of every layer and head")
     p.set_defaults(run=_attention)
 
     p = verbs.add_parser("serve", help="serve a checkpoint over HTTP, with a web page showing the attention")
     p.add_argument("--checkpoint", required=True, help="a checkpoint, or a run directory (averaged, best or last)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
-    p.add_argument("--max-batch-tokens", type=int, default=4000, help="source tokens in one decoding batch")
+    p.add_argument("--port", type=number(int, 0, 65535), default=8000)
+    p.add_argument("--max-wait-ms", type=number(float, 0.0), default=5.0,
+                   help="how long a request waits for others to batch with")
+    p.add_argument("--max-batch-tokens", type=POSITIVE, default=4000, help="source tokens in one decoding batch")
     p.add_argument("--no-batching", action="store_true", help="decode one request at a time")
+    p.add_argument("--timeout", type=number(float, above=0.0), default=60.0,
+                   help="seconds of decoding a request may take before it is cut off with an error")
+    p.add_argument("--max-body-bytes", type=POSITIVE, default=2 * 1024 * 1024,
+                   help="larger request bodies are refused (413) before they are parsed")
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="bfloat16 weights (faster on CPUs with avx512_bf16, GPUs)")
     p.set_defaults(run=_serve)
 
     p = verbs.add_parser("average", help="average the last N checkpoints of a run (§6.1)")
     p.add_argument("run_dir")
-    p.add_argument("--last", type=int, default=5)
-    p.add_argument("--out", help="default: RUN_DIR/checkpoints/average")
+    p.add_argument("--last", type=POSITIVE, default=5)
+    p.add_argument("--out", help="a new or empty folder (default: RUN_DIR/checkpoints/average, replaced)")
+    p.add_argument("--overwrite", action="store_true", help="replace the aiayn checkpoint in --out")
     p.set_defaults(run=_average)
 
     p = verbs.add_parser("plot", help="draw a run's loss, learning rate and BLEU curves to a PNG")
@@ -274,22 +362,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("params", help="print the parameter count of a preset, per component")
     p.add_argument("--preset", default="base", choices=sorted(ModelConfig.PRESETS))
-    p.add_argument("--vocab-size", type=int, default=37000, help="shared vocabulary size (paper: 37000 BPE)")
+    p.add_argument("--vocab-size", type=number(int, 3), default=37000, help="shared vocabulary size (paper: 37000 BPE)")
     p.set_defaults(run=_params)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one verb. Bad input exits with status 2 and one line naming it; a diverged training run
+    with status 1; Ctrl-C with 130."""
     args = build_parser().parse_args(argv)
-    from aiayn.checkpoint import CheckpointError
-    from aiayn.data.corpus import CorpusError
     from aiayn.training.trainer import TrainingDiverged
 
     try:
         return args.run(args)
-    except (CorpusError, CheckpointError, TrainingDiverged, FileExistsError) as error:
+    except InputError as error:
+        print(f"aiayn {args.verb}: error: {error}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as error:
         print(f"aiayn {args.verb}: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"aiayn {args.verb}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

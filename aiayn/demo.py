@@ -2,7 +2,7 @@
 number words, generated in code (no download), and measure exact match on numbers never seen."""
 from __future__ import annotations
 
-import shutil
+import tempfile
 from pathlib import Path
 
 from aiayn.data.numbers import number_pairs
@@ -23,27 +23,29 @@ def write_split(directory: Path, name: str, pairs: list[tuple[int, str, str]]) -
 
 
 def run_demo(out: str | Path = "runs/demo", minutes: float = 2.0, n_train: int = 30000, n_test: int = 500,
-             seed: int = 1) -> float:
-    """Train, then translate held-out numbers; prints samples and `exact match: NN.N%`, returns it."""
+             seed: int = 1, overwrite: bool = False) -> float:
+    """Train, then translate held-out numbers; prints samples and `exact match: NN.N%`, returns it.
+
+    `out` must be new or empty, or hold an earlier run that `overwrite` allows to replace."""
     out = Path(out)
-    if (out / "config.json").exists():  # a previous demo run: start afresh
-        shutil.rmtree(out)
-    data = out / "data"
-    data.mkdir(parents=True, exist_ok=True)
     test = number_pairs(n_test, seed=seed + 1)
     valid = number_pairs(200, seed=seed + 2, exclude={n for n, _, _ in test})
     train_pairs = number_pairs(n_train, seed=seed, exclude={n for n, _, _ in test + valid})
-    train_en, train_de = write_split(data, "train", train_pairs)
-    valid_en, valid_de = write_split(data, "valid", valid)
-    write_split(data, "test", test)
     print(f"demo: English -> German number words, {len(train_pairs)} training pairs, "
           f"{len(test)} held-out test numbers never trained on; about {minutes:g} min of training", flush=True)
-    config = TrainConfig(
-        train_src=str(train_en), train_tgt=str(train_de), valid_src=str(valid_en), valid_tgt=str(valid_de),
-        source_lang="en", target_lang="de", vocab_size=600, batch_tokens=6000, warmup_steps=150, lr_scale=1.0,
-        time_budget_s=60 * minutes, eval_every=10**9, save_every=10**9, keep_last=1, log_every=10, seed=seed,
-        bf16=cpu_supports_bf16())
-    train(out, ModelConfig.preset("tiny", **DEMO_MODEL), config)
+    with tempfile.TemporaryDirectory(prefix="aiayn-demo-") as scratch:
+        train_en, train_de = write_split(Path(scratch), "train", train_pairs)
+        valid_en, valid_de = write_split(Path(scratch), "valid", valid)
+        config = TrainConfig(
+            train_src=str(train_en), train_tgt=str(train_de), valid_src=str(valid_en), valid_tgt=str(valid_de),
+            source_lang="en", target_lang="de", vocab_size=600, batch_tokens=6000, warmup_steps=150, lr_scale=1.0,
+            time_budget_s=60 * minutes, eval_every=10**9, save_every=10**9, keep_last=1, log_every=10, seed=seed,
+            bf16=cpu_supports_bf16())
+        train(out, ModelConfig.preset("tiny", **DEMO_MODEL), config, overwrite=overwrite)
+    data = out / "data"
+    data.mkdir()
+    for name, pairs in (("train", train_pairs), ("valid", valid), ("test", test)):
+        write_split(data, name, pairs)
 
     translator = Translator.from_checkpoint(out)
     hypotheses = translator.translate([e for _, e, _ in test])

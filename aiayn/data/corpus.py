@@ -6,8 +6,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aiayn.errors import InputError
 
-class CorpusError(ValueError):
+
+class CorpusError(InputError):
     """Bad input data; the message names the file (and line) at fault."""
 
 

@@ -3,15 +3,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure  # no pyplot: drawing a file never switches a notebook's backend
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from aiayn.decoding.translator import AttentionResult  # noqa: E402
+from aiayn.decoding.translator import AttentionResult
+from aiayn.errors import InputError
+from aiayn.model import ModelConfig
 
 KINDS = ("cross", "encoder", "decoder")
+
+
+def check_map_choice(config: ModelConfig, kind: str, layer: int, head: int | None) -> None:
+    """Refuse a layer or head the model does not have (before any decoding)."""
+    n_layers = config.n_encoder_layers if kind == "encoder" else config.n_decoder_layers
+    if not -n_layers <= layer < n_layers:
+        raise InputError(f"--layer {layer}: the model's {kind} attention has layers 0..{n_layers - 1} "
+                         f"(or -1..-{n_layers} from the last)")
+    if head is not None and not 0 <= head < config.n_heads:
+        raise InputError(f"--head {head}: the model has heads 0..{config.n_heads - 1}")
 
 
 def _maps(result: AttentionResult, kind: str) -> tuple[list[torch.Tensor], list[str], list[str]]:
@@ -42,13 +51,13 @@ def draw_attention(result: AttentionResult, out: str | Path, kind: str = "cross"
     layer_number = layer % len(maps) + 1
     which = "averaged over heads" if head is None else f"head {head + 1}"
     size = (max(4.0, 0.4 * len(columns) + 2), max(3.0, 0.35 * len(rows) + 2))
-    figure, axis = plt.subplots(figsize=size)
+    figure = Figure(figsize=size)
+    axis = figure.subplots()
     _heatmap(axis, weights, rows, columns, f"{kind} attention, layer {layer_number} of {len(maps)}, {which}")
     axis.set_xlabel("attended (keys)")
     axis.set_ylabel("attending (queries)")
     figure.tight_layout()
     figure.savefig(out, dpi=120)
-    plt.close(figure)
     return Path(out)
 
 
@@ -57,12 +66,12 @@ def draw_all_heads(result: AttentionResult, out: str | Path, kind: str = "cross"
     maps, rows, columns = _maps(result, kind)
     n_layers, n_heads = len(maps), maps[0].size(0)
     cell = max(2.0, 0.18 * max(len(rows), len(columns)) + 1)
-    figure, axes = plt.subplots(n_layers, n_heads, figsize=(cell * n_heads, cell * n_layers), squeeze=False)
+    figure = Figure(figsize=(cell * n_heads, cell * n_layers))
+    axes = figure.subplots(n_layers, n_heads, squeeze=False)
     for layer in range(n_layers):
         for head in range(n_heads):
             _heatmap(axes[layer][head], maps[layer][head], rows, columns, f"layer {layer + 1}, head {head + 1}")
     figure.suptitle(f"{kind} attention: {result.translation}")
     figure.tight_layout()
     figure.savefig(out, dpi=90)
-    plt.close(figure)
     return Path(out)

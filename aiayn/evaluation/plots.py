@@ -4,17 +4,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure  # no pyplot: drawing a file never switches a notebook's backend
 
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
+from aiayn.errors import InputError
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no metrics (is {run_dir} a training run?)")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        raise InputError(f"{path}: no metrics (is {run_dir} a training run?)")
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise InputError(f"{path}, line {number}: not a JSON record") from None
+    if not any("train_loss" in r for r in records):
+        raise InputError(f"{path}: no training steps logged yet")
+    return records
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -22,7 +31,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     records = read_metrics(run_dir)
     train = [r for r in records if "train_loss" in r]
     valid = [r for r in records if "valid_loss" in r]
-    figure, (loss_axis, lr_axis, bleu_axis) = plt.subplots(1, 3, figsize=(15, 4))
+    figure = Figure(figsize=(15, 4))
+    loss_axis, lr_axis, bleu_axis = figure.subplots(1, 3)
     loss_axis.plot([r["step"] for r in train], [r["train_loss"] for r in train], label="train (label-smoothed)")
     loss_axis.plot([r["step"] for r in train], [r["train_nll"] for r in train], label="train NLL", alpha=0.7)
     if valid:
@@ -40,5 +50,4 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     figure.tight_layout()
     out = Path(out) if out else Path(run_dir) / "curves.png"
     figure.savefig(out, dpi=100)
-    plt.close(figure)
     return out

@@ -25,10 +25,12 @@ from tqdm import tqdm
 
 from aiayn import checkpoint
 from aiayn.data.batching import TokenBatches, collate
-from aiayn.data.corpus import filter_pairs, read_parallel
+from aiayn.data.corpus import CorpusError, FilterReport, filter_pairs, read_parallel
 from aiayn.data.tokenizer import Tokenizer
 from aiayn.decoding.translator import Translator
+from aiayn.errors import InputError
 from aiayn.evaluation.bleu import bleu
+from aiayn.files import check_output_dir, install_dir, remove_tree, staging_path, write_atomic
 from aiayn.model import ModelConfig, Transformer
 from aiayn.runtime import keep_freed_memory
 from aiayn.training.loss import label_smoothed_loss
@@ -75,9 +77,24 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if not (self.max_steps or self.max_epochs or self.time_budget_s):
-            raise ValueError("set at least one of max_steps, max_epochs, time_budget_s")
-        if self.accumulate < 1:
-            raise ValueError("accumulate must be at least 1")
+            raise InputError("no stopping rule: give --max-steps, --max-epochs or --time-budget")
+        at_least_one = ("vocab_size", "max_length", "batch_tokens", "accumulate", "warmup_steps", "eval_every",
+                        "save_every", "keep_last", "log_every")
+        for name in at_least_one:
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_steps", "max_epochs", "time_budget_s"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise InputError(f"{name} must not be negative, got {value}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise InputError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not (self.lr_scale > 0 and 0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1 and self.adam_eps > 0):
+            raise InputError("lr_scale and adam_eps must be positive, adam betas in [0, 1)")
+        # Every kept pair (up to max_length subwords a side, plus <eos>) must fit in one batch.
+        if self.batch_tokens < 2 * (self.max_length + 1):
+            raise InputError(f"batch_tokens {self.batch_tokens} is too small for max_length {self.max_length}: "
+                             f"a pair can take 2 x ({self.max_length} + 1) = {2 * (self.max_length + 1)} tokens")
 
 
 @dataclass
@@ -92,6 +109,14 @@ class Position:
     best_bleu: float = -1.0
 
 
+def _record_step(line: str) -> float:
+    """The step of a metrics.jsonl line; 0 for records of no step; infinity for a line torn by a kill."""
+    try:
+        return json.loads(line).get("step", 0)
+    except json.JSONDecodeError:
+        return math.inf
+
+
 class Logger:
     """Metrics to RUN/metrics.jsonl (appended) and short lines to stderr."""
 
@@ -102,30 +127,117 @@ class Logger:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(values) + "\n")
 
+    def forget_after(self, step: int) -> None:
+        """Drop the records of steps after `step` (a resumed run redoes them; plots would show them twice)."""
+        if not self.path.is_file():
+            return
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if _record_step(line) <= step]
+        if len(kept) < len(lines):
+            write_atomic(self.path, "".join(kept))
+
     @staticmethod
     def say(message: str) -> None:
         tqdm.write(message, file=sys.stderr)
 
 
-def prepare_run(run_dir: Path, model_config: ModelConfig, config: TrainConfig) -> tuple[Tokenizer, ModelConfig]:
-    """A new run: learn the shared vocabulary and write RUN/config.json."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if (run_dir / "config.json").exists():
-        raise FileExistsError(f"{run_dir} already holds a run; use --resume to continue it or choose another --out")
+@dataclass
+class TrainingData:
+    """Encoded training pairs (both sides without <eos>) and what filtering skipped."""
+
+    src_ids: list[list[int]]
+    tgt_ids: list[list[int]]
+    report: FilterReport
+
+
+def read_training_text(config: TrainConfig) -> tuple[list[str], list[str]]:
     src, tgt = read_parallel(config.train_src, config.train_tgt)
-    Logger.say(f"learning a shared BPE vocabulary of {config.vocab_size} pieces on {len(src)} + {len(tgt)} sentences")
-    tokenizer = Tokenizer.train(src + tgt, config.vocab_size)
+    if not src:
+        raise CorpusError(f"{config.train_src}: empty corpus")
+    return src, tgt
+
+
+def encode_training_data(src: list[str], tgt: list[str], tokenizer: Tokenizer, config: TrainConfig) -> TrainingData:
+    """Encode and filter the training pairs; InputError if none is left."""
+    src_ids, tgt_ids = tokenizer.encode(src), tokenizer.encode(tgt)
+    keep, report = filter_pairs(src_ids, tgt_ids, config.max_length, source_name=config.train_src)
+    if not keep:
+        raise CorpusError(f"{config.train_src}: every pair was filtered out ({report.empty} with an empty side, "
+                          f"{report.too_long} longer than max_length {config.max_length})")
+    return TrainingData([src_ids[i] for i in keep], [tgt_ids[i] for i in keep], report)
+
+
+def load_validation_data(config: TrainConfig) -> tuple[list[str], list[str]] | None:
+    if not (config.valid_src and config.valid_tgt):
+        return None
+    src, tgt = read_parallel(config.valid_src, config.valid_tgt)
+    if not any(s.strip() and t.strip() for s, t in zip(src, tgt)):
+        raise CorpusError(f"{config.valid_src}: no validation pair with text on both sides")
+    return src, tgt
+
+
+def learn_vocabulary(src: list[str], tgt: list[str], config: TrainConfig) -> Tokenizer:
+    try:
+        return Tokenizer.train(src + tgt, config.vocab_size)
+    except RuntimeError as error:  # SentencePiece refuses e.g. a vocabulary smaller than the characters seen
+        raise InputError(f"vocab_size {config.vocab_size}: SentencePiece cannot learn it on "
+                         f"{config.train_src} + {config.train_tgt} ({str(error).splitlines()[-1]})") from None
+
+
+def is_run(path: Path) -> bool:
+    """Whether `path` holds an aiayn training run (RUN/config.json with a model and a training config)."""
+    try:
+        stored = checkpoint.read_config(path)
+    except InputError:
+        return False
+    return "model" in stored and "training" in stored
+
+
+def prepare_run(run_dir: Path, model_config: ModelConfig, config: TrainConfig,
+                overwrite: bool = False) -> tuple[Tokenizer, ModelConfig, TrainingData]:
+    """A new run: check everything, learn the shared vocabulary, then write RUN/config.json and
+    the tokenizer into a hidden folder that becomes RUN only when complete. Nothing is written
+    before the input is known to be good; an existing run is replaced only with `overwrite`."""
+    check_output_dir(run_dir, "run", is_run, overwrite, hint=", or --resume to continue it")
+    load_validation_data(config)
+    src, tgt = read_training_text(config)
+    started = time.perf_counter()
+    tokenizer = learn_vocabulary(src, tgt, config)
+    data = encode_training_data(src, tgt, tokenizer, config)
+    Logger.say(f"learned a shared BPE vocabulary of {tokenizer.vocab_size} pieces on {len(src)} + {len(tgt)} "
+               f"sentences and encoded them in {time.perf_counter() - started:.0f} s")
     model_config = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size)
-    tokenizer.save(run_dir / "tokenizer.model")
-    with open(run_dir / "config.json", "w", encoding="utf-8") as f:
-        json.dump({"model": model_config.to_dict(), "training": dataclasses.asdict(config)}, f, indent=1)
-    return tokenizer, model_config
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    staged = staging_path(run_dir)
+    staged.mkdir()
+    try:
+        tokenizer.save(staged / "tokenizer.model")
+        write_atomic(staged / "config.json", json.dumps({"model": model_config.to_dict(),
+                                                          "training": dataclasses.asdict(config)}, indent=1))
+        install_dir(staged, run_dir)
+    except BaseException:
+        if staged.exists():
+            remove_tree(staged)
+        raise
+    return tokenizer, model_config, data
 
 
 def load_run(run_dir: Path) -> tuple[Tokenizer, ModelConfig, TrainConfig]:
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir}: no such run directory")
     stored = checkpoint.read_config(run_dir)
-    return (Tokenizer.load(run_dir / "tokenizer.model"), ModelConfig.from_dict(stored["model"]),
-            TrainConfig(**stored["training"]))
+    if "model" not in stored or "training" not in stored:
+        raise InputError(f"{run_dir / 'config.json'}: not a training run's config (no model or training section)")
+    model_config = checkpoint.model_config_of(stored, run_dir / "config.json")
+    try:
+        config = TrainConfig(**stored["training"])
+    except TypeError as error:
+        raise InputError(f"{run_dir / 'config.json'}: bad training config ({error})") from None
+    tokenizer = checkpoint.load_tokenizer(run_dir / "tokenizer.model")
+    if tokenizer.vocab_size != model_config.vocab_size:
+        raise InputError(f"{run_dir / 'tokenizer.model'}: {tokenizer.vocab_size} pieces, but the run's model "
+                         f"has vocab_size {model_config.vocab_size}")
+    return tokenizer, model_config, config
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -146,7 +258,8 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
 
 
 class Trainer:
-    def __init__(self, run_dir: Path, model: Transformer, tokenizer: Tokenizer, config: TrainConfig):
+    def __init__(self, run_dir: Path, model: Transformer, tokenizer: Tokenizer, config: TrainConfig,
+                 data: TrainingData | None = None):
         self.run_dir = run_dir
         self.config = config
         keep_freed_memory()
@@ -158,33 +271,39 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=0.0, betas=(config.adam_beta1, config.adam_beta2),
                                           eps=config.adam_eps)
         self.position = Position()
-        self._load_data()
+        self._use_data(data or encode_training_data(*read_training_text(config), tokenizer, config))
 
     # ------------------------------------------------------------------ data
-    def _load_data(self) -> None:
-        c = self.config
-        src, tgt = read_parallel(c.train_src, c.train_tgt)
-        src_ids, tgt_ids = self.tokenizer.encode(src), self.tokenizer.encode(tgt)
-        keep, report = filter_pairs(src_ids, tgt_ids, c.max_length, source_name=c.train_src)
-        self.log.say(f"training data: {report}" + (f" (e.g. {'; '.join(report.examples)})" if report.examples else ""))
-        self.log.record(event="data", kept=report.kept, skipped_empty=report.empty, skipped_too_long=report.too_long)
-        self.src_ids = [src_ids[i] for i in keep]
-        self.tgt_ids = [tgt_ids[i] for i in keep]
+    def _use_data(self, data: TrainingData) -> None:
+        c, report = self.config, data.report
+        if not self.run_dir.joinpath("metrics.jsonl").exists():
+            self.log.say(f"training data: {report}" + (f" (e.g. {'; '.join(report.examples)})" if report.examples else ""))
+            self.log.record(event="data", kept=report.kept, skipped_empty=report.empty, skipped_too_long=report.too_long)
+        self.src_ids, self.tgt_ids = data.src_ids, data.tgt_ids
         self.batches = TokenBatches([(len(s) + 1, len(t) + 1) for s, t in zip(self.src_ids, self.tgt_ids)],
                                     c.batch_tokens, seed=c.seed)
-        self.batches_per_epoch = len(self.batches.epoch(0))
-        self.valid: tuple[list[str], list[str]] | None = None
-        if c.valid_src and c.valid_tgt:
-            self.valid = read_parallel(c.valid_src, c.valid_tgt)
+        self.epoch_lengths: dict[int, int] = {}  # batches per epoch: it varies with the random tie-breaks
+        self.valid = load_validation_data(c)
+
+    def _batches_in(self, epoch: int) -> int:
+        if epoch not in self.epoch_lengths:
+            self.epoch_lengths[epoch] = len(self.batches.epoch(epoch))
+        return self.epoch_lengths[epoch]
 
     def _batch_stream(self) -> Iterator[tuple[int, int, list[int]]]:
         """(epoch, index, pair indices) from the saved position on, epoch after epoch."""
         epoch, index = self.position.epoch, self.position.batch
         while True:
             order = self.batches.epoch(epoch)
+            self.epoch_lengths[epoch] = len(order)
             for i in range(index, len(order)):
                 yield epoch, i, order[i]
             epoch, index = epoch + 1, 0
+
+    def _epoch_progress(self) -> float:
+        """Epochs done, with the fraction of the current one (for logs and the progress bar)."""
+        p = self.position
+        return p.epoch + p.batch / self._batches_in(p.epoch)
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> Path:
@@ -204,7 +323,7 @@ class Trainer:
                 "languages": {"source": self.config.source_lang, "target": self.config.target_lang}}
 
     def resume(self) -> None:
-        checkpoint.remove_partial_checkpoints(self.run_dir)
+        checkpoint.recover_checkpoints(self.run_dir)
         found = checkpoint.step_checkpoints(self.run_dir)
         if not found:
             self.log.say(f"no checkpoint in {self.run_dir}: starting from step 0")
@@ -218,6 +337,7 @@ class Trainer:
         torch.set_rng_state(tensors["rng.torch"])
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self.log.forget_after(self.position.step)
         self.log.say(f"resumed from {latest} (step {self.position.step}, epoch {self.position.epoch}, "
                      f"batch {self.position.batch})")
 
@@ -287,7 +407,7 @@ class Trainer:
     def _fraction_done(self) -> float:
         c, p = self.config, self.position
         fractions = [p.step / c.max_steps if c.max_steps else 0.0,
-                     (p.epoch + p.batch / self.batches_per_epoch) / c.max_epochs if c.max_epochs else 0.0,
+                     self._epoch_progress() / c.max_epochs if c.max_epochs else 0.0,
                      p.train_seconds / c.time_budget_s if c.time_budget_s else 0.0]
         return min(1.0, max(fractions))
 
@@ -305,14 +425,15 @@ class Trainer:
             loss, nll, tokens = self.train_step([ids for _, _, ids in group])
             seconds = time.perf_counter() - started
             last_epoch, last_index, _ = group[-1]
-            following = (last_epoch, last_index + 1) if last_index + 1 < self.batches_per_epoch else (last_epoch + 1, 0)
+            following = ((last_epoch, last_index + 1) if last_index + 1 < self._batches_in(last_epoch)
+                         else (last_epoch + 1, 0))
             p.step, p.tokens, p.train_seconds = p.step + 1, p.tokens + tokens, p.train_seconds + seconds
             p.epoch, p.batch = following
             window_tokens, window_seconds = window_tokens + tokens, window_seconds + seconds
             window_loss, window_nll, window_steps = window_loss + loss, window_nll + nll, window_steps + 1
             bar.update(int(1000 * self._fraction_done()) - bar.n)
             if p.step % c.log_every == 0 or self._done():
-                record = dict(step=p.step, epoch=round(p.epoch + p.batch / self.batches_per_epoch, 3),
+                record = dict(step=p.step, epoch=round(self._epoch_progress(), 3),
                               train_loss=window_loss / window_steps, train_nll=window_nll / window_steps,
                               train_ppl=math.exp(window_nll / window_steps), lr=self.current_lr(p.step),
                               tokens_per_s=window_tokens / window_seconds, train_seconds=p.train_seconds)
@@ -340,9 +461,12 @@ class Trainer:
 
 
 def train(run_dir: str | Path, model_config: ModelConfig | None = None, config: TrainConfig | None = None,
-          resume: bool = False) -> Trainer:
-    """Start a run (model_config and config given) or continue one (resume=True); returns the Trainer."""
+          resume: bool = False, overwrite: bool = False) -> Trainer:
+    """Start a run (model_config and config given) or continue one (resume=True); returns the Trainer.
+
+    A new run goes into a new or empty folder, or replaces an earlier run there with `overwrite`."""
     run_dir = Path(run_dir)
+    data = None
     if resume:
         tokenizer, model_config, stored = load_run(run_dir)
         if config is not None:  # only the stopping rules may change on resume
@@ -352,9 +476,9 @@ def train(run_dir: str | Path, model_config: ModelConfig | None = None, config: 
     else:
         if model_config is None or config is None:
             raise ValueError("a new run needs a model config and a training config")
-        tokenizer, model_config = prepare_run(run_dir, model_config, config)
+        tokenizer, model_config, data = prepare_run(run_dir, model_config, config, overwrite)
     torch.manual_seed(config.seed)
-    trainer = Trainer(run_dir, Transformer(model_config), tokenizer, config)
+    trainer = Trainer(run_dir, Transformer(model_config), tokenizer, config, data)
     if resume:
         trainer.resume()
     trainer.run()

@@ -73,7 +73,7 @@ def test_cli_translate_reads_stdin_line_for_line(trained_run: Path, monkeypatch:
 def test_cli_translate_rejects_invalid_utf8_naming_the_line(trained_run: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "in.txt").write_bytes(b"seven\n\xff\xfe\n")
-    assert main(["translate", "--checkpoint", str(trained_run), "--input", str(tmp_path / "in.txt")]) == 1
+    assert main(["translate", "--checkpoint", str(trained_run), "--input", str(tmp_path / "in.txt")]) == 2
     assert "in.txt, line 2: not valid UTF-8" in capsys.readouterr().err
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -107,7 +108,7 @@ def test_kill_minus_9_at_any_moment_leaves_only_loadable_checkpoints(number_corp
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    checkpoint.remove_partial_checkpoints(run)
+    checkpoint.recover_checkpoints(run)
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
 
 
@@ -176,12 +177,12 @@ def test_bad_input_is_reported_by_the_cli(tmp_path: Path, capsys: pytest.Capture
     (tmp_path / "a.de").write_text("eins\nzwei\n", encoding="utf-8")
     code = main(["train", "--out", str(tmp_path / "run"), *TINY_ARGS, "--train-src", str(tmp_path / "a.en"),
                  "--train-tgt", str(tmp_path / "a.de"), "--max-steps", "1"])
-    assert code == 1
+    assert code == 2
     err = capsys.readouterr().err
     assert "a.en has 3 lines" in err and "a.de has 2 lines" in err
     code = main(["train", "--out", str(tmp_path / "run2"), *TINY_ARGS, "--train-src", str(tmp_path / "none.en"),
                  "--train-tgt", str(tmp_path / "a.de"), "--max-steps", "1"])
-    assert code == 1 and "none.en: no such file" in capsys.readouterr().err
+    assert code == 2 and "none.en: no such file" in capsys.readouterr().err
 
 
 def test_empty_and_long_pairs_are_counted_in_the_log(tmp_path: Path) -> None:
@@ -192,3 +193,143 @@ def test_empty_and_long_pairs_are_counted_in_the_log(tmp_path: Path) -> None:
                  "--train-tgt", str(tmp_path / "a.de"), "--max-steps", "1", "--max-length", "100"]) == 0
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert record == {"event": "data", "kept": 2, "skipped_empty": 2, "skipped_too_long": 1}
+
+
+# ----------------------------------------------------------------------------- resume across epochs, logs, replacing
+
+def tiny_config(corpus: dict[str, Path], **overrides) -> TrainConfig:
+    values = dict(train_src=str(corpus["train_en"]), train_tgt=str(corpus["train_de"]), vocab_size=300,
+                  batch_tokens=600, warmup_steps=20, eval_every=10**6, save_every=10**6, log_every=1, seed=5)
+    return TrainConfig(**{**values, **overrides})
+
+
+def test_resume_across_epoch_boundaries_is_bitwise_exact(number_corpus, tmp_path: Path) -> None:
+    from aiayn.model import ModelConfig
+
+    model = ModelConfig.preset("tiny", d_model=16, d_ff=32)
+    resumed = tmp_path / "resumed"
+    trainer = train(resumed, model, tiny_config(number_corpus, max_steps=1))
+    per_epoch = [len(trainer.batches.epoch(e)) for e in range(3)]
+    # Epochs differ in their number of batches (random tie-breaks); the bug needs a longer epoch 1.
+    assert per_epoch[1] > per_epoch[0], per_epoch
+    total = per_epoch[0] + per_epoch[1] + 3
+    # Stop at the end of epoch 0, then inside epoch 1 where epoch 0's count would mark it done.
+    for stop in (per_epoch[0], 2 * per_epoch[0], total):
+        train(resumed, config=TrainConfig(max_steps=stop), resume=True)
+    straight = tmp_path / "straight"
+    train(straight, model, tiny_config(number_corpus, max_steps=total))
+    a, b = weights(straight), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    state_a, _ = checkpoint.load_training_state(checkpoint.step_checkpoints(straight)[-1])
+    state_b, _ = checkpoint.load_training_state(checkpoint.step_checkpoints(resumed)[-1])
+    assert (state_a["epoch"], state_a["batch"]) == (state_b["epoch"], state_b["batch"]) == (2, 3)
+    # --max-epochs 2 trains both epochs whole, whatever their lengths.
+    epochs = train(tmp_path / "epochs", model, tiny_config(number_corpus, max_epochs=2))
+    assert epochs.position.step == per_epoch[0] + per_epoch[1]
+
+
+def test_resumed_steps_are_logged_once(number_corpus, tmp_path: Path) -> None:
+    from aiayn.model import ModelConfig
+
+    run = tmp_path / "run"
+    train(run, ModelConfig.preset("tiny"), tiny_config(number_corpus, max_steps=6, save_every=4))
+    # A kill after step 6 was logged but before its checkpoint was written:
+    shutil.rmtree(checkpoint.step_checkpoints(run)[-1])
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 7, "train_lo')  # and a record torn by the kill
+    train(run, config=TrainConfig(max_steps=6), resume=True)
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if "train_loss" in line]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_replacing_a_checkpoint_never_leaves_it_missing(trained_run: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    model, tokenizer, _ = checkpoint.load_checkpoint(trained_run)
+    best = tmp_path / "checkpoints" / "best"
+    checkpoint.save_checkpoint(best, model, tokenizer, {"step": 1})
+    real_rename, real_rmtree = Path.rename, shutil.rmtree
+    moments = []
+
+    def rename(self, target):
+        result = real_rename(self, target)
+        moments.append((best / "model.safetensors").is_file())
+        return result
+
+    def rmtree(path, *args, **kwargs):
+        moments.append((best / "model.safetensors").is_file())
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    checkpoint.save_checkpoint(best, model, tokenizer, {"step": 2})
+    assert moments and all(moments)
+    assert checkpoint.read_config(best)["step"] == 2
+    assert [p.name for p in best.parent.iterdir()] == ["best"]
+
+
+def test_resume_restores_a_best_checkpoint_caught_mid_replacement(number_corpus, tmp_path: Path) -> None:
+    from aiayn.model import ModelConfig
+
+    run = tmp_path / "run"
+    config = tiny_config(number_corpus, max_steps=4, eval_every=2, save_every=2,
+                         valid_src=str(number_corpus["valid_en"]), valid_tgt=str(number_corpus["valid_de"]))
+    train(run, ModelConfig.preset("tiny"), config)
+    best = run / "checkpoints" / "best"
+    weights_before = (best / "model.safetensors").read_bytes()
+    # Where the file system cannot swap folders, the old copy is renamed aside first; a kill right
+    # then leaves it there with no `best`. It is the one good copy: resuming must restore it.
+    best.rename(run / "checkpoints" / ".best.old-12345")
+    train(run, config=TrainConfig(max_steps=4), resume=True)
+    assert (best / "model.safetensors").read_bytes() == weights_before
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_a_stale_average_is_not_preferred(number_corpus, tmp_path: Path) -> None:
+    from aiayn.model import ModelConfig
+
+    run = tmp_path / "run"
+    train(run, ModelConfig.preset("tiny"), tiny_config(number_corpus, max_steps=4, save_every=2))
+    assert main(["average", str(run), "--last", "2"]) == 0
+    assert checkpoint.resolve_checkpoint(run).name == "average"
+    train(run, config=TrainConfig(max_steps=6), resume=True)
+    assert checkpoint.resolve_checkpoint(run).name == "step_00000006"
+    assert main(["average", str(run), "--last", "2"]) == 0  # its own folder: re-averaging replaces it
+    assert checkpoint.resolve_checkpoint(run).name == "average"
+    assert checkpoint.read_config(run / "checkpoints" / "average")["step"] == 6
+
+
+def test_overwrite_replaces_only_an_aiayn_run(number_corpus, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--out", str(run), *TINY_ARGS, *corpus_args(number_corpus), "--save-every", "2"]
+    assert main([*args, "--max-steps", "4"]) == 0
+    assert main([*args, "--max-steps", "2"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--max-steps", "2", "--overwrite"]) == 0
+    assert [p.name for p in checkpoint.step_checkpoints(run)] == ["step_00000002"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # A folder of the user's is never replaced, --overwrite or not.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert main(["train", "--out", str(mine), *TINY_ARGS, *corpus_args(number_corpus), "--max-steps", "1",
+                 "--overwrite"]) == 2
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def test_demo_refuses_a_users_folder_and_replaces_only_with_overwrite(tmp_path: Path) -> None:
+    from aiayn.demo import run_demo
+    from aiayn.errors import InputError
+
+    out = tmp_path / "demo"
+    run_demo(out, minutes=0.01, n_train=300, n_test=10)
+    assert (out / "data" / "test.en").is_file()
+    with pytest.raises(InputError, match="--overwrite"):
+        run_demo(out, minutes=0.01, n_train=300, n_test=10)
+    run_demo(out, minutes=0.01, n_train=300, n_test=10, overwrite=True)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text("{}")
+    with pytest.raises(InputError, match="not an aiayn run"):
+        run_demo(mine, minutes=0.01, n_train=300, n_test=10, overwrite=True)
+    assert [p.name for p in mine.iterdir()] == ["config.json"]

@@ -1,0 +1,140 @@
+"""Every verb against bad input: exit status 2, one line on stderr naming what is wrong, no
+traceback, and nothing of the user's (or anything else) written, changed or removed."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from aiayn.cli import main
+from aiayn.data.tokenizer import Tokenizer
+
+
+@pytest.fixture(scope="module")
+def workspace(trained_run: Path, number_corpus: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user's folder: their own files, a run, broken copies of it, and inputs good and bad."""
+    root = tmp_path_factory.mktemp("workspace")
+    (root / "mine").mkdir()
+    (root / "mine" / "config.json").write_text('{"my": "settings"}')
+    (root / "mine" / "notes.txt").write_text("do not lose me")
+    (root / "empty.en").write_text("")
+    (root / "empty.de").write_text("")
+    (root / "three.en").write_text("one\ntwo\nthree\n")
+    (root / "two.de").write_text("eins\nzwei\n")
+    (root / "bad.en").write_bytes(b"seven\n\xff\xfe\n")
+    (root / "long.en").write_text("seven hundred twelve thousand\n" * 20)
+    (root / "long.de").write_text("siebenhundertzwoelftausend und mehr\n" * 20)
+    (root / "a_file").write_text("not a folder")
+    run = root / "run"
+    shutil.copytree(trained_run, run)
+    (run / "metrics.jsonl").write_text('{"step": 1, "train_loss": 2.0}\n{not json\n')
+    last = sorted((run / "checkpoints").glob("step_*"))[-1]
+    truncated = root / "truncated"
+    shutil.copytree(last, truncated)
+    (truncated / "model.safetensors").write_bytes((last / "model.safetensors").read_bytes()[:200])
+    mismatched = root / "mismatched"
+    shutil.copytree(last, mismatched)
+    lines = number_corpus["train_en"].read_text().splitlines()
+    Tokenizer.train(lines, 280).save(mismatched / "tokenizer.model")
+    no_tokenizer = root / "no_tokenizer"
+    shutil.copytree(run, no_tokenizer)
+    (no_tokenizer / "tokenizer.model").unlink()
+    return root
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file and folder under root with a digest of its bytes."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
+
+
+TRAIN = ["train", "--preset", "tiny", "--vocab-size", "300", "--batch-tokens", "600", "--max-steps", "2"]
+CORPUS = ["--train-src", "{w}/long.en", "--train-tgt", "{w}/long.de"]
+CHECKPOINT = ["--checkpoint", "{w}/run"]
+
+# (arguments with {w} for the workspace, text the error line must contain)
+CASES = [
+    (["demo", "--out", "{w}/mine"], "mine"),
+    (["demo", "--out", "{w}/run"], "--overwrite"),
+    (["demo", "--out", "{w}/a_file"], "a_file"),
+    (["demo", "--minutes", "0"], "--minutes"),
+    ([*TRAIN, "--out", "{w}/mine", *CORPUS], "mine"),
+    ([*TRAIN, "--out", "{w}/run", *CORPUS], "--resume"),
+    ([*TRAIN, "--out", "{w}/new", "--train-src", "{w}/missing.en", "--train-tgt", "{w}/long.de"], "missing.en"),
+    ([*TRAIN, "--out", "{w}/new", "--train-src", "{w}/empty.en", "--train-tgt", "{w}/empty.de"], "empty.en"),
+    ([*TRAIN, "--out", "{w}/new", "--train-src", "{w}/three.en", "--train-tgt", "{w}/two.de"], "two.de"),
+    ([*TRAIN, "--out", "{w}/new", "--train-src", "{w}/bad.en", "--train-tgt", "{w}/two.de"], "bad.en"),
+    ([*TRAIN, "--out", "{w}/new", *CORPUS, "--max-length", "2", "--batch-tokens", "600"], "filtered out"),
+    ([*TRAIN, "--out", "{w}/new", *CORPUS, "--valid-src", "{w}/three.en", "--valid-tgt", "{w}/two.de"], "three.en"),
+    ([*TRAIN, "--out", "{w}/new", *CORPUS, "--vocab-size", "5"], "vocab_size"),
+    (["train", "--out", "{w}/new", *CORPUS], "stopping rule"),
+    ([*TRAIN, "--out", "{w}/new", *CORPUS, "--batch-tokens", "100"], "batch_tokens"),
+    ([*TRAIN, "--out", "{w}/new", *CORPUS, "--max-steps", "0"], "--max-steps"),
+    ([*TRAIN, "--out", "{w}/new", *CORPUS, "--dropout", "1.5"], "--dropout"),
+    ([*TRAIN, "--out", "{w}/new", *CORPUS, "--warmup", "nan"], "--warmup"),
+    ([*TRAIN, "--out", "{w}/new", *CORPUS, "--lr-scale", "inf"], "--lr-scale"),
+    ([*TRAIN, "--out", "{w}/new", *CORPUS, "--device", "cuda:99"], "cuda:99"),
+    ([*TRAIN, "--out", "{w}/new"], "--train-src"),
+    (["train", "--resume", "{w}/no_tokenizer"], "tokenizer.model"),
+    (["train", "--resume", "{w}/mine"], "config.json"),
+    (["train", "--resume", "{w}/nowhere"], "nowhere"),
+    (["translate", "--checkpoint", "{w}/nowhere"], "nowhere"),
+    (["translate", "--checkpoint", "{w}/mine"], "mine"),
+    (["translate", "--checkpoint", "{w}/truncated", "--input", "{w}/three.en"], "model.safetensors"),
+    (["translate", "--checkpoint", "{w}/mismatched", "--input", "{w}/three.en"], "tokenizer.model"),
+    (["translate", *CHECKPOINT, "--input", "{w}/missing.en"], "missing.en"),
+    (["translate", *CHECKPOINT, "--input", "{w}/bad.en"], "bad.en, line 2"),
+    (["translate", *CHECKPOINT, "--input", "{w}/three.en", "--output", "{w}/mine"], "--output"),
+    (["translate", *CHECKPOINT, "--input", "{w}/three.en", "--output", "{w}/nowhere/out.txt"], "nowhere"),
+    (["translate", *CHECKPOINT, "--beam", "0"], "--beam"),
+    (["translate", *CHECKPOINT, "--n-best", "-1"], "--n-best"),
+    (["translate", *CHECKPOINT, "--top-p", "2"], "--top-p"),
+    (["translate", *CHECKPOINT, "--temperature", "0"], "--temperature"),
+    (["evaluate", *CHECKPOINT, "--src", "{w}/three.en", "--ref", "{w}/two.de"], "two.de"),
+    (["evaluate", *CHECKPOINT, "--src", "{w}/missing.en", "--ref", "{w}/two.de"], "missing.en"),
+    (["evaluate", *CHECKPOINT, "--src", "{w}/empty.en", "--ref", "{w}/empty.de"], "empty.en"),
+    (["evaluate", *CHECKPOINT, "--src", "{w}/long.en", "--ref", "{w}/long.de", "--hyp", "{w}/mine"], "--hyp"),
+    (["evaluate", "--checkpoint", "{w}/truncated", "--src", "{w}/long.en", "--ref", "{w}/long.de"], "model.safetensors"),
+    (["attention", *CHECKPOINT, "--src", "seven", "--out", "{w}/a.png", "--layer", "2"], "--layer"),
+    (["attention", *CHECKPOINT, "--src", "seven", "--out", "{w}/a.png", "--layer", "-3"], "--layer"),
+    (["attention", *CHECKPOINT, "--src", "seven", "--out", "{w}/a.png", "--head", "4"], "--head"),
+    (["attention", *CHECKPOINT, "--src", "seven", "--out", "{w}/mine"], "--out"),
+    (["attention", *CHECKPOINT, "--src", "seven", "--out", "{w}/nowhere/a.png"], "nowhere"),
+    (["attention", *CHECKPOINT, "--src", "seven", "--out", "{w}/a.png", "--kind", "sideways"], "--kind"),
+    (["attention", "--checkpoint", "{w}/mine", "--src", "seven", "--out", "{w}/a.png"], "mine"),
+    (["serve", "--checkpoint", "{w}/nowhere"], "nowhere"),
+    (["serve", "--checkpoint", "{w}/truncated"], "model.safetensors"),
+    (["serve", *CHECKPOINT, "--port", "70000"], "--port"),
+    (["serve", *CHECKPOINT, "--timeout", "0"], "--timeout"),
+    (["average", "{w}/mine"], "mine"),
+    (["average", "{w}/nowhere"], "nowhere"),
+    (["average", "{w}/run", "--last", "0"], "--last"),
+    (["average", "{w}/run", "--out", "{w}/mine"], "mine"),
+    (["average", "{w}/run", "--out", "{w}/truncated"], "--overwrite"),
+    (["average", "{w}/run", "--out", "{w}/a_file"], "a_file"),
+    (["plot", "{w}/mine"], "metrics.jsonl"),
+    (["plot", "{w}/run"], "line 2"),
+    (["plot", "{w}/nowhere"], "nowhere"),
+    (["params", "--vocab-size", "0"], "--vocab-size"),
+    (["params", "--preset", "huge"], "--preset"),
+]
+
+
+@pytest.mark.parametrize("arguments,named", CASES, ids=[" ".join(a[:3]) + f" [{n}]" for a, n in CASES])
+def test_bad_input_exits_2_with_one_line_and_touches_nothing(
+        workspace: Path, arguments: list[str], named: str, capfd: pytest.CaptureFixture[str]) -> None:
+    before = snapshot(workspace)
+    argv = [a.replace("{w}", str(workspace)) for a in arguments]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    out, err = capfd.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, (argv, err)
+    assert len(lines) == 1, err
+    assert named in lines[0] and "error" in lines[0], lines[0]
+    assert "Traceback" not in err + out
+    assert snapshot(workspace) == before
