@@ -1,43 +1,13 @@
-"""A bounded load generator for the service (loopback only): N requests from C concurrent clients."""
+"""A bounded load generator for the service (loopback only): N requests from C concurrent clients.
+Used by bench/serve_load.py and the tests (pytest puts bench/ on the path)."""
 from __future__ import annotations
 
-import os
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 
 import httpx
-
-
-def start_server(checkpoint: str, *extra: str, timeout_s: float = 120.0) -> tuple[subprocess.Popen, str]:
-    """Start `aiayn serve` on a free loopback port and wait until /healthz answers; returns the
-    process and its base URL. The caller stops it (terminate() lets in-flight requests finish)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # The server's log goes to a file: a pipe nobody reads would fill up and stall the server.
-    log = tempfile.TemporaryFile()
-    process = subprocess.Popen([sys.executable, "-m", "aiayn.cli", "serve", "--checkpoint", str(checkpoint),
-                                "--port", str(port), *extra], stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "OMP_NUM_THREADS": "2"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            log.seek(0)
-            raise RuntimeError(f"aiayn serve exited: {log.read().decode(errors='replace')}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"aiayn serve did not answer within {timeout_s:.0f} s")
 
 
 @dataclass

@@ -9,7 +9,7 @@ import shutil
 
 from playwright.sync_api import sync_playwright
 
-from aiayn.serving.load import start_server
+from aiayn.serving.launch import start_server
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 
 from aiayn.data.corpus import read_lines
-from aiayn.serving.load import run_load, start_server
+from aiayn.serving.launch import start_server
+from loadgen import run_load
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,14 +29,23 @@ class DynamicBatcher:
     """Runs every model call on one worker thread; translation requests that arrive within
     `max_wait_ms` of each other (up to `max_batch_tokens` source tokens) are decoded together, and
     each caller gets its own sentences back. `max_wait_ms=0, max_batch_tokens=0` serves one request
-    at a time (the baseline the benchmark compares with)."""
+    at a time (the baseline the benchmark compares with).
 
-    def __init__(self, translator: Translator, max_wait_ms: float = 5.0, max_batch_tokens: int = 4000):
+    Requests are served in arrival order: the oldest waiting request heads the next batch, and
+    later ones decoded alike join it while they fit; the others keep their places. Every model
+    call gets `timeout_s` seconds (DecodingTimeout after that). If a batch fails, its requests are
+    decoded again one by one, so only the one at fault fails.
+    """
+
+    def __init__(self, translator: Translator, max_wait_ms: float = 5.0, max_batch_tokens: int = 4000,
+                 timeout_s: float | None = None):
         self.translator = translator
         self.max_wait = max_wait_ms / 1000.0
         self.max_batch_tokens = max_batch_tokens
+        self.timeout_s = timeout_s
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aiayn-model")
-        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self.pending: deque[_Job] = deque()
+        self.arrived = asyncio.Event()
         self.batches = 0  # decoding batches run, for /healthz and tests
         self.task: asyncio.Task | None = None
 
@@ -51,6 +61,10 @@ class DynamicBatcher:
                 pass
         self.executor.shutdown(wait=True)
 
+    def deadline(self) -> float | None:
+        """The time.monotonic() by which a model call starting now must end."""
+        return None if self.timeout_s is None else time.monotonic() + self.timeout_s
+
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run any model work on the worker thread (serialised with the decoding batches)."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -60,46 +74,71 @@ class DynamicBatcher:
             return []
         ids = self.translator.tokenizer.encode(texts)
         job = _Job(ids, (beam, alpha), asyncio.get_running_loop().create_future())
-        await self.queue.put(job)
+        self.pending.append(job)
+        self.arrived.set()
         outputs: list[list[int]] = await job.future
         return self.translator.tokenizer.decode(outputs)
 
-    async def _gather(self) -> list[_Job]:
-        first = await self.queue.get()
-        jobs, tokens, waiting = [first], first.tokens, []
-        deadline = time.monotonic() + self.max_wait
-        while tokens < self.max_batch_tokens:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                job = await asyncio.wait_for(self.queue.get(), remaining)
-            except asyncio.TimeoutError:
-                break
-            if job.options == first.options and tokens + job.tokens <= self.max_batch_tokens:
+    def _select(self) -> tuple[list[_Job], bool]:
+        """The oldest live job and the later ones that can share its batch; and whether the
+        batch is closed (its token budget reached)."""
+        while self.pending and self.pending[0].future.done():  # callers that went away
+            self.pending.popleft()
+        if not self.pending:
+            return [], False
+        head = self.pending[0]
+        jobs, tokens = [head], head.tokens
+        for job in list(self.pending)[1:]:
+            if job.options == head.options and not job.future.done() and tokens + job.tokens <= self.max_batch_tokens:
                 jobs.append(job)
                 tokens += job.tokens
-            else:
-                waiting.append(job)
-        for job in waiting:  # decoded differently, or over budget: first in the next batch
-            self.queue.put_nowait(job)
+        return jobs, tokens >= self.max_batch_tokens
+
+    async def _next_batch(self) -> list[_Job]:
+        jobs: list[_Job] = []
+        while not jobs:
+            self.arrived.clear()
+            jobs, _ = self._select()
+            if not jobs:
+                await self.arrived.wait()
+        until = time.monotonic() + self.max_wait
+        while True:
+            jobs, full = self._select()
+            remaining = until - time.monotonic()
+            if full or remaining <= 0:
+                break
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+        for job in jobs:
+            self.pending.remove(job)
         return jobs
+
+    def _decode(self, sentences: list[list[int]], beam: int, alpha: float) -> list[list[int]]:
+        found = self.translator.translate_ids(sentences, beam=beam, alpha=alpha, deadline=self.deadline())
+        return [h[0].tokens for h in found]
+
+    async def _run(self, jobs: list[_Job]) -> None:
+        beam, alpha = jobs[0].options
+        try:
+            found = await self.call(self._decode, [s for job in jobs for s in job.ids], beam, alpha)
+        except Exception as error:  # noqa: BLE001 - a failure belongs to the request at fault only
+            if len(jobs) == 1:
+                if not jobs[0].future.done():
+                    jobs[0].future.set_exception(error)
+                return
+            for job in jobs:  # find the one at fault: each again, alone
+                await self._run([job])
+            return
+        self.batches += 1
+        start = 0
+        for job in jobs:
+            if not job.future.done():  # the caller may have gone away
+                job.future.set_result(found[start:start + len(job.ids)])
+            start += len(job.ids)
 
     async def _serve(self) -> None:
         while True:
-            jobs = await self._gather()
-            beam, alpha = jobs[0].options
-            sentences = [s for job in jobs for s in job.ids]
-            try:
-                found = await self.call(lambda: self.translator.translate_ids(sentences, beam=beam, alpha=alpha))
-            except Exception as error:  # noqa: BLE001 - a failure belongs to these requests only
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(error)
-                continue
-            self.batches += 1
-            start = 0
-            for job in jobs:
-                if not job.future.done():  # the caller may have gone away
-                    job.future.set_result([h[0].tokens for h in found[start:start + len(job.ids)]])
-                start += len(job.ids)
+            await self._run(await self._next_batch())

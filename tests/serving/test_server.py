@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aiayn.decoding.translator import Translator
-from aiayn.serving.load import run_load
+from loadgen import run_load
 
 SENTENCES = ["twenty-one", "four hundred twelve thousand three", "seven", "nine hundred ninety-nine", "sixty-six"]
 
@@ -79,7 +79,12 @@ def test_attention_returns_tokens_and_distributions(server: str) -> None:
     rows, cols = len(body["target_tokens"]), len(body["source_tokens"])
     assert len(body["alignment"]) == rows and all(len(r) == cols for r in body["alignment"])
     assert all(abs(sum(r) - 1) < 1e-4 for r in body["alignment"])
-    assert len(body["cross"]) == 2 and len(body["cross"][0]) == 4  # layers, heads
+    assert "cross" not in body and "encoder" not in body  # the page needs the alignment only
+    detailed = post(server, "/v1/attention", {"src": "twenty-one thousand", "maps": "cross"}).json()
+    assert len(detailed["cross"]) == 2 and len(detailed["cross"][0]) == 4  # layers, heads
+    assert detailed["alignment"] == body["alignment"] and "encoder" not in detailed
+    everything = post(server, "/v1/attention", {"src": "twenty-one thousand", "maps": "all"}).json()
+    assert len(everything["encoder"][0][0]) == cols and len(everything["decoder_self"][0][0]) == rows
     forced = post(server, "/v1/attention", {"src": "seven", "tgt": "sieben"}).json()
     assert forced["translation"] == "sieben"
 
@@ -93,7 +98,7 @@ def test_load_of_500_requests_from_16_clients_all_succeed_and_are_batched(server
     assert batches < 250  # requests were decoded together, about 16 to a batch
 
 
-def test_a_failing_request_does_not_affect_others(server: str) -> None:
+def test_invalid_requests_do_not_affect_valid_ones(server: str) -> None:
     results: dict[str, int] = {}
 
     def send(name: str, body) -> None:
@@ -119,19 +124,25 @@ translate_bodies = st.fixed_dictionaries({}, optional={
 }) | json_values
 
 
+@pytest.fixture(params=["float32", "bf16"])
+def any_server(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue("server") if request.param == "float32" else request.getfixturevalue("bf16_server")[0]
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=translate_bodies, path=st.sampled_from(["/v1/translate", "/v1/attention"]))
-def test_fuzzed_bodies_never_give_500(server: str, body, path: str) -> None:
+def test_fuzzed_bodies_never_give_500(any_server: str, body, path: str) -> None:
     try:
         content = json.dumps(body, allow_nan=True)
     except (TypeError, ValueError):
         return
-    response = post(server, path, content)
-    assert response.status_code in (200, 413, 422), (body, response.text)
+    response = post(any_server, path, content)
+    # 503: the bf16 server's short time limit cut a long decoding off.
+    assert response.status_code in (200, 413, 422, 503), (body, response.text)
 
 
-def test_server_survives_the_fuzzing(server: str) -> None:
-    assert post(server, "/v1/translate", {"text": ["seven"]}).status_code == 200
+def test_server_survives_the_fuzzing(any_server: str) -> None:
+    assert post(any_server, "/v1/translate", {"text": ["seven"]}).status_code == 200
 
 
 def test_graceful_shutdown_lets_in_flight_requests_finish(trained_run, launch) -> None:
