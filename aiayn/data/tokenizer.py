@@ -26,9 +26,14 @@ class Tokenizer:
             raise ValueError("tokenizer model does not use pad 0, bos 1, eos 2")
 
     @classmethod
-    def train(cls, sentences: Iterable[str], vocab_size: int, max_sentences: int = 2_000_000) -> "Tokenizer":
-        """Learn a BPE vocabulary of about `vocab_size` pieces on the given (source + target) text."""
+    def train(cls, sentences: Iterable[str], vocab_size: int, max_sentences: int = 2_000_000,
+              seed: int = 1) -> "Tokenizer":
+        """Learn a BPE vocabulary of about `vocab_size` pieces on the given (source + target) text.
+
+        The sentences stream through SentencePiece, which keeps a random sample of at most
+        `max_sentences` of them (reservoir sampling, seeded): any size of corpus fits in memory."""
         model = io.BytesIO()
+        spm.set_random_generator_seed(seed)
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(sentences), model_writer=model,
             model_type="bpe", vocab_size=vocab_size, byte_fallback=True, character_coverage=1.0,
