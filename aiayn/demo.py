@@ -42,10 +42,10 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 2.0, n_train: int =
             time_budget_s=60 * minutes, eval_every=10**9, save_every=10**9, keep_last=1, log_every=10, seed=seed,
             bf16=cpu_supports_bf16())
         train(out, ModelConfig.preset("tiny", **DEMO_MODEL), config, overwrite=overwrite)
-    data = out / "data"
-    data.mkdir()
+    text = out / "text"  # the number words as text, for the user (out/data holds them prepared)
+    text.mkdir()
     for name, pairs in (("train", train_pairs), ("valid", valid), ("test", test)):
-        write_split(data, name, pairs)
+        write_split(text, name, pairs)
 
     translator = Translator.from_checkpoint(out)
     hypotheses = translator.translate([e for _, e, _ in test])

@@ -1,243 +1,44 @@
-"""§5: training by teacher forcing, from raw parallel text to checkpoints that translate raw text.
+"""§5: training by teacher forcing, from prepared data to checkpoints that translate raw text, in
+one process or data-parallel over several (aiayn.training.distributed).
 
-A run directory holds everything:
-
-    RUN/config.json          model + training configuration
-    RUN/metrics.jsonl        one JSON record per log line and per validation
-    RUN/checkpoints/step_N/  the last `keep_last` checkpoints (weights, tokenizer, optimizer, data
-                             position, RNG states): `aiayn train --resume RUN` continues exactly
-    RUN/checkpoints/best/    the checkpoint with the best validation BLEU
+One optimizer update takes world_size x accumulate consecutive batches of the epoch's shuffled
+sequence (each process its own `accumulate`), sums their gradients and divides by their total
+target tokens, counted over all processes. So a run of 2 processes and a run of one process with
+`--accumulate 2` make the same updates. Process 0 alone validates, logs and writes checkpoints.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import math
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from aiayn import checkpoint
-from aiayn.data.batching import TokenBatches, collate
-from aiayn.data.corpus import CorpusError, FilterReport, filter_pairs, read_parallel
+from aiayn.data.batching import Batch, EpochPlan, TokenBatches, collate
+from aiayn.data.prepared import PreparedData
 from aiayn.data.tokenizer import Tokenizer
 from aiayn.decoding.translator import Translator
 from aiayn.errors import InputError
 from aiayn.evaluation.bleu import bleu
-from aiayn.files import check_output_dir, install_dir, remove_tree, staging_path, write_atomic
 from aiayn.model import ModelConfig, Transformer
-from aiayn.runtime import keep_freed_memory
+from aiayn.runtime import check_device, keep_freed_memory
+from aiayn.training.config import Position, TrainConfig
+from aiayn.training.distributed import Group
 from aiayn.training.loss import label_smoothed_loss
+from aiayn.training.run import Metrics, create_run, data_dir, load_run, say
 from aiayn.training.schedule import learning_rate
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; no update was applied and no checkpoint was written after it."""
-
-
-@dataclass
-class TrainConfig:
-    """Every training hyper-parameter; saved in RUN/config.json, so `--resume` needs only RUN."""
-
-    train_src: str = ""
-    train_tgt: str = ""
-    valid_src: str | None = None
-    valid_tgt: str | None = None
-    source_lang: str | None = None
-    target_lang: str | None = None
-    vocab_size: int = 8000  # shared BPE vocabulary learned on source + target training text
-    max_length: int = 250  # subword tokens per side; longer pairs are skipped and counted
-    batch_tokens: int = 8000  # source + target tokens per batch, padding included (§5.1)
-    accumulate: int = 1  # batches per optimizer step (an effective batch larger than memory holds)
-    label_smoothing: float = 0.1  # §5.4
-    warmup_steps: int = 4000  # §5.3
-    lr_scale: float = 1.0  # multiplies the §5.3 learning rate
-    adam_beta1: float = 0.9  # §5.3
-    adam_beta2: float = 0.98
-    adam_eps: float = 1e-9
-    clip_norm: float = 0.0  # 0: no gradient clipping (the paper has none)
-    max_steps: int | None = None
-    max_epochs: int | None = None
-    time_budget_s: float | None = None  # seconds of training steps (validation not counted)
-    eval_every: int = 500
-    bleu_sentences: int | None = None  # validate BLEU on the first N validation sentences (None: all)
-    save_every: int = 500
-    keep_last: int = 5
-    log_every: int = 10
-    seed: int = 1
-    device: str = "cpu"
-    bf16: bool = False  # bfloat16 autocast for matrix products (CPU with avx512_bf16, or GPU)
-    compile: bool = False  # torch.compile the model
-
-    def __post_init__(self) -> None:
-        if not (self.max_steps or self.max_epochs or self.time_budget_s):
-            raise InputError("no stopping rule: give --max-steps, --max-epochs or --time-budget")
-        at_least_one = ("vocab_size", "max_length", "batch_tokens", "accumulate", "warmup_steps", "eval_every",
-                        "save_every", "keep_last", "log_every")
-        for name in at_least_one:
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_steps", "max_epochs", "time_budget_s"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise InputError(f"{name} must not be negative, got {value}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise InputError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if not (self.lr_scale > 0 and 0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1 and self.adam_eps > 0):
-            raise InputError("lr_scale and adam_eps must be positive, adam betas in [0, 1)")
-        # Every kept pair (up to max_length subwords a side, plus <eos>) must fit in one batch.
-        if self.batch_tokens < 2 * (self.max_length + 1):
-            raise InputError(f"batch_tokens {self.batch_tokens} is too small for max_length {self.max_length}: "
-                             f"a pair can take 2 x ({self.max_length} + 1) = {2 * (self.max_length + 1)} tokens")
-
-
-@dataclass
-class Position:
-    """Where training stands: resuming restores exactly this (plus weights, optimizer and RNG)."""
-
-    step: int = 0  # optimizer updates done
-    epoch: int = 0  # epoch of the next batch
-    batch: int = 0  # index of the next batch within that epoch
-    tokens: int = 0  # target tokens trained on
-    train_seconds: float = 0.0  # time in training steps so far
-    best_bleu: float = -1.0
-
-
-def _record_step(line: str) -> float:
-    """The step of a metrics.jsonl line; 0 for records of no step; infinity for a line torn by a kill."""
-    try:
-        return json.loads(line).get("step", 0)
-    except json.JSONDecodeError:
-        return math.inf
-
-
-class Logger:
-    """Metrics to RUN/metrics.jsonl (appended) and short lines to stderr."""
-
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / "metrics.jsonl"
-
-    def record(self, **values: Any) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(values) + "\n")
-
-    def forget_after(self, step: int) -> None:
-        """Drop the records of steps after `step` (a resumed run redoes them; plots would show them twice)."""
-        if not self.path.is_file():
-            return
-        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
-        kept = [line for line in lines if _record_step(line) <= step]
-        if len(kept) < len(lines):
-            write_atomic(self.path, "".join(kept))
-
-    @staticmethod
-    def say(message: str) -> None:
-        tqdm.write(message, file=sys.stderr)
-
-
-@dataclass
-class TrainingData:
-    """Encoded training pairs (both sides without <eos>) and what filtering skipped."""
-
-    src_ids: list[list[int]]
-    tgt_ids: list[list[int]]
-    report: FilterReport
-
-
-def read_training_text(config: TrainConfig) -> tuple[list[str], list[str]]:
-    src, tgt = read_parallel(config.train_src, config.train_tgt)
-    if not src:
-        raise CorpusError(f"{config.train_src}: empty corpus")
-    return src, tgt
-
-
-def encode_training_data(src: list[str], tgt: list[str], tokenizer: Tokenizer, config: TrainConfig) -> TrainingData:
-    """Encode and filter the training pairs; InputError if none is left."""
-    src_ids, tgt_ids = tokenizer.encode(src), tokenizer.encode(tgt)
-    keep, report = filter_pairs(src_ids, tgt_ids, config.max_length, source_name=config.train_src)
-    if not keep:
-        raise CorpusError(f"{config.train_src}: every pair was filtered out ({report.empty} with an empty side, "
-                          f"{report.too_long} longer than max_length {config.max_length})")
-    return TrainingData([src_ids[i] for i in keep], [tgt_ids[i] for i in keep], report)
-
-
-def load_validation_data(config: TrainConfig) -> tuple[list[str], list[str]] | None:
-    if not (config.valid_src and config.valid_tgt):
-        return None
-    src, tgt = read_parallel(config.valid_src, config.valid_tgt)
-    if not any(s.strip() and t.strip() for s, t in zip(src, tgt)):
-        raise CorpusError(f"{config.valid_src}: no validation pair with text on both sides")
-    return src, tgt
-
-
-def learn_vocabulary(src: list[str], tgt: list[str], config: TrainConfig) -> Tokenizer:
-    try:
-        return Tokenizer.train(src + tgt, config.vocab_size)
-    except RuntimeError as error:  # SentencePiece refuses e.g. a vocabulary smaller than the characters seen
-        raise InputError(f"vocab_size {config.vocab_size}: SentencePiece cannot learn it on "
-                         f"{config.train_src} + {config.train_tgt} ({str(error).splitlines()[-1]})") from None
-
-
-def is_run(path: Path) -> bool:
-    """Whether `path` holds an aiayn training run (RUN/config.json with a model and a training config)."""
-    try:
-        stored = checkpoint.read_config(path)
-    except InputError:
-        return False
-    return "model" in stored and "training" in stored
-
-
-def prepare_run(run_dir: Path, model_config: ModelConfig, config: TrainConfig,
-                overwrite: bool = False) -> tuple[Tokenizer, ModelConfig, TrainingData]:
-    """A new run: check everything, learn the shared vocabulary, then write RUN/config.json and
-    the tokenizer into a hidden folder that becomes RUN only when complete. Nothing is written
-    before the input is known to be good; an existing run is replaced only with `overwrite`."""
-    check_output_dir(run_dir, "run", is_run, overwrite, hint=", or --resume to continue it")
-    load_validation_data(config)
-    src, tgt = read_training_text(config)
-    started = time.perf_counter()
-    tokenizer = learn_vocabulary(src, tgt, config)
-    data = encode_training_data(src, tgt, tokenizer, config)
-    Logger.say(f"learned a shared BPE vocabulary of {tokenizer.vocab_size} pieces on {len(src)} + {len(tgt)} "
-               f"sentences and encoded them in {time.perf_counter() - started:.0f} s")
-    model_config = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    staged = staging_path(run_dir)
-    staged.mkdir()
-    try:
-        tokenizer.save(staged / "tokenizer.model")
-        write_atomic(staged / "config.json", json.dumps({"model": model_config.to_dict(),
-                                                          "training": dataclasses.asdict(config)}, indent=1))
-        install_dir(staged, run_dir)
-    except BaseException:
-        if staged.exists():
-            remove_tree(staged)
-        raise
-    return tokenizer, model_config, data
-
-
-def load_run(run_dir: Path) -> tuple[Tokenizer, ModelConfig, TrainConfig]:
-    if not run_dir.is_dir():
-        raise InputError(f"{run_dir}: no such run directory")
-    stored = checkpoint.read_config(run_dir)
-    if "model" not in stored or "training" not in stored:
-        raise InputError(f"{run_dir / 'config.json'}: not a training run's config (no model or training section)")
-    model_config = checkpoint.model_config_of(stored, run_dir / "config.json")
-    try:
-        config = TrainConfig(**stored["training"])
-    except TypeError as error:
-        raise InputError(f"{run_dir / 'config.json'}: bad training config ({error})") from None
-    tokenizer = checkpoint.load_tokenizer(run_dir / "tokenizer.model")
-    if tokenizer.vocab_size != model_config.vocab_size:
-        raise InputError(f"{run_dir / 'tokenizer.model'}: {tokenizer.vocab_size} pieces, but the run's model "
-                         f"has vocab_size {model_config.vocab_size}")
-    return tokenizer, model_config, config
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -252,68 +53,102 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tenso
 def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
     for index, parameter in enumerate(p for group in optimizer.param_groups for p in group["params"]):
         prefix = f"optimizer.{index}."
-        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        state = {k[len(prefix):]: v.to(parameter.device) for k, v in tensors.items() if k.startswith(prefix)}
         if state:
-            optimizer.state[parameter] = {k: v.to(parameter.device) if v.dim() else v for k, v in state.items()}
+            optimizer.state[parameter] = state
+
+
+def _position(state: dict[str, Any], path: Path) -> Position:
+    """The Position a checkpoint recorded, checked field by field."""
+    fields = {f.name: f.type for f in dataclasses.fields(Position)}
+    if set(state) != set(fields):
+        raise checkpoint.CheckpointError(f"{path}: not a training position (fields {sorted(state)})")
+    for name, value in state.items():
+        wanted = (int,) if fields[name] == "int" else (int, float)
+        if not isinstance(value, wanted) or isinstance(value, bool) or value < (-1 if name == "best_bleu" else 0):
+            raise checkpoint.CheckpointError(f"{path}: bad {name} {value!r}")
+    return Position(**state)
+
+
+class BatchStream:
+    """The batches of epoch after epoch, from a position on; every process sees the same stream."""
+
+    def __init__(self, data: PreparedData, config: TrainConfig):
+        self.data = data
+        lengths = data.lengths()
+        # Rows as batched: source + </s>, <s> + target.
+        self.batches = TokenBatches(lengths[:, 0] + 1, lengths[:, 1] + 1, config.batch_tokens, seed=config.seed)
+        self.lengths: dict[int, int] = {}  # batches per epoch: it varies with the random tie-breaks
+        self.plan: tuple[int, EpochPlan] | None = None
+
+    def epoch(self, epoch: int) -> EpochPlan:
+        if self.plan is None or self.plan[0] != epoch:
+            self.plan = (epoch, self.batches.epoch(epoch))
+            self.lengths[epoch] = len(self.plan[1])
+        return self.plan[1]
+
+    def batches_in(self, epoch: int) -> int:
+        if epoch not in self.lengths:
+            self.lengths[epoch] = len(self.batches.epoch(epoch))
+        return self.lengths[epoch]
+
+    def following(self, epoch: int, index: int) -> tuple[int, int]:
+        """The position after batch `index` of `epoch`."""
+        return (epoch, index + 1) if index + 1 < self.batches_in(epoch) else (epoch + 1, 0)
+
+    def take(self, count: int, epoch: int, index: int) -> list[np.ndarray]:
+        """`count` batches (pair indices) from (epoch, index) on."""
+        taken = []
+        while len(taken) < count:
+            plan = self.epoch(epoch)
+            taken.append(plan[index])
+            epoch, index = self.following(epoch, index)
+        return taken
+
+    def read(self, pairs: np.ndarray) -> Batch:
+        return collate(*self.data.read_pairs(pairs.tolist()))
 
 
 class Trainer:
-    def __init__(self, run_dir: Path, model: Transformer, tokenizer: Tokenizer, config: TrainConfig,
-                 data: TrainingData | None = None):
-        self.run_dir = run_dir
-        self.config = config
+    def __init__(self, run_dir: Path, model: Transformer, tokenizer: Tokenizer, config: TrainConfig, group: Group):
+        self.run_dir, self.config, self.group, self.tokenizer = run_dir, config, group, tokenizer
         keep_freed_memory()
-        self.device = torch.device(config.device)
+        self.device = group.device(config.device)
         self.model = model.to(self.device)
-        self.forward = torch.compile(self.model, dynamic=True) if config.compile else self.model
-        self.tokenizer = tokenizer
-        self.log = Logger(run_dir)
+        wrapped = self.model
+        if group.active:
+            wrapped = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.ddp = wrapped if group.active else None
+        self.forward = torch.compile(wrapped, dynamic=True) if config.compile else wrapped
+        self.metrics = Metrics(run_dir)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=0.0, betas=(config.adam_beta1, config.adam_beta2),
-                                          eps=config.adam_eps)
+                                          eps=config.adam_eps, fused=True)
         self.position = Position()
-        self._use_data(data or encode_training_data(*read_training_text(config), tokenizer, config))
-
-    # ------------------------------------------------------------------ data
-    def _use_data(self, data: TrainingData) -> None:
-        c, report = self.config, data.report
-        if not self.run_dir.joinpath("metrics.jsonl").exists():
-            self.log.say(f"training data: {report}" + (f" (e.g. {'; '.join(report.examples)})" if report.examples else ""))
-            self.log.record(event="data", kept=report.kept, skipped_empty=report.empty, skipped_too_long=report.too_long)
-        self.src_ids, self.tgt_ids = data.src_ids, data.tgt_ids
-        self.batches = TokenBatches([(len(s) + 1, len(t) + 1) for s, t in zip(self.src_ids, self.tgt_ids)],
-                                    c.batch_tokens, seed=c.seed)
-        self.epoch_lengths: dict[int, int] = {}  # batches per epoch: it varies with the random tie-breaks
-        self.valid = load_validation_data(c)
-
-    def _batches_in(self, epoch: int) -> int:
-        if epoch not in self.epoch_lengths:
-            self.epoch_lengths[epoch] = len(self.batches.epoch(epoch))
-        return self.epoch_lengths[epoch]
-
-    def _batch_stream(self) -> Iterator[tuple[int, int, list[int]]]:
-        """(epoch, index, pair indices) from the saved position on, epoch after epoch."""
-        epoch, index = self.position.epoch, self.position.batch
-        while True:
-            order = self.batches.epoch(epoch)
-            self.epoch_lengths[epoch] = len(order)
-            for i in range(index, len(order)):
-                yield epoch, i, order[i]
-            epoch, index = epoch + 1, 0
-
-    def _epoch_progress(self) -> float:
-        """Epochs done, with the fraction of the current one (for logs and the progress bar)."""
-        p = self.position
-        return p.epoch + p.batch / self._batches_in(p.epoch)
+        self.data = PreparedData(data_dir(run_dir, config))
+        self.stream = BatchStream(self.data, config)
+        self.valid = self.data.valid_text()
+        self.diverged = torch.zeros((), device=self.device)  # set on the device, looked at when it costs no sync
+        self.checked_step = 0
 
     # ------------------------------------------------------------------ checkpoints
-    def save(self) -> Path:
-        p = self.position
-        rng = {"rng.torch": torch.get_rng_state()}
+    def _rng_states(self) -> dict[str, torch.Tensor]:
+        """Every process's random-number state (collective: all processes call it together)."""
+        states = {f"rng.torch.{r}": s for r, s in enumerate(self.group.gather(torch.get_rng_state()))}
         if self.device.type == "cuda":
-            rng["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+            cuda = self.group.gather(torch.cuda.get_rng_state(self.device))
+            states.update({f"rng.cuda.{r}": s for r, s in enumerate(cuda)})
+        return states
+
+    def save(self) -> Path | None:
+        self._settle()
+        rng = self._rng_states()
+        if not self.group.is_main:
+            return None
+        p = self.position
         path = checkpoint.save_checkpoint(
             self.run_dir / "checkpoints" / f"step_{p.step:08d}", self.model, self.tokenizer,
-            extra_config=self._extra_config(), state=dataclasses.asdict(p),
+            extra_config=self._extra_config(), state={**dataclasses.asdict(p), "world_size": self.group.world_size},
             state_tensors={**optimizer_tensors(self.optimizer), **rng})
         checkpoint.prune_checkpoints(self.run_dir, self.config.keep_last)
         return path
@@ -323,53 +158,88 @@ class Trainer:
                 "languages": {"source": self.config.source_lang, "target": self.config.target_lang}}
 
     def resume(self) -> None:
-        checkpoint.recover_checkpoints(self.run_dir)
+        if self.group.is_main:
+            checkpoint.recover_checkpoints(self.run_dir)
+        self.group.barrier()
         found = checkpoint.step_checkpoints(self.run_dir)
         if not found:
-            self.log.say(f"no checkpoint in {self.run_dir}: starting from step 0")
+            if self.group.is_main:
+                self.metrics.forget_after(0)
+                say(f"no checkpoint in {self.run_dir}: starting from step 0")
             return
         latest = found[-1]
         model, _, _ = checkpoint.load_checkpoint(latest, self.device)
         self.model.load_state_dict(model.state_dict())
         state, tensors = checkpoint.load_training_state(latest)
-        self.position = Position(**state)
+        saved_world = state.pop("world_size", 1)
+        self.position = _position(state, latest / "training_state.json")
         restore_optimizer(self.optimizer, tensors)
-        torch.set_rng_state(tensors["rng.torch"])
-        if "rng.cuda" in tensors and self.device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-        self.log.forget_after(self.position.step)
-        self.log.say(f"resumed from {latest} (step {self.position.step}, epoch {self.position.epoch}, "
-                     f"batch {self.position.batch})")
+        self.checked_step = self.position.step
+        if saved_world == self.group.world_size:
+            torch.set_rng_state(tensors[f"rng.torch.{self.group.rank}"])
+            if self.device.type == "cuda" and f"rng.cuda.{self.group.rank}" in tensors:
+                torch.cuda.set_rng_state(tensors[f"rng.cuda.{self.group.rank}"], self.device)
+        elif self.group.is_main:
+            say(f"note: {latest} was written by {saved_world} processes, this run has {self.group.world_size}: "
+                "dropout draws other random numbers than an uninterrupted run would")
+        if self.group.is_main:
+            self.metrics.forget_after(self.position.step)
+            say(f"resumed from {latest} (step {self.position.step}, epoch {self.position.epoch}, "
+                f"batch {self.position.batch})")
 
     # ------------------------------------------------------------------ one step
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
 
-    def train_step(self, batch_ids: list[list[int]]) -> tuple[float, float, int]:
-        """One optimizer update over `accumulate` batches; returns (loss, nll) per token and tokens."""
-        batches = [collate([self.src_ids[i] for i in ids], [self.tgt_ids[i] for i in ids]).to(self.device)
-                   for ids in batch_ids]
-        total_tokens = sum(b.n_target_tokens for b in batches)
-        smoothed_sum = nll_sum = 0.0
-        for batch in batches:
-            with self._autocast():
-                logits = self.forward(batch.src, batch.tgt_in)
-            sums = label_smoothed_loss(logits, batch.tgt_out, self.model.config.pad_id, self.config.label_smoothing)
-            (sums.smoothed / max(total_tokens, 1)).backward()
-            smoothed_sum += sums.smoothed.item()
-            nll_sum += sums.nll.item()
-        if not math.isfinite(smoothed_sum):
-            self.optimizer.zero_grad(set_to_none=True)
-            raise TrainingDiverged(f"loss is {smoothed_sum} at step {self.position.step + 1} "
-                                   f"(epoch {self.position.epoch}, batch {self.position.batch}); no update was applied")
+    def _my_batches(self, batches: list[np.ndarray]) -> list[Batch]:
+        """This process's share of a step's batches, read and moved to its device."""
+        a, rank = self.config.accumulate, self.group.rank
+        mine = [self.stream.read(ids) for ids in batches[rank * a:(rank + 1) * a]]
+        if self.device.type == "cuda":
+            return [b.pin_memory().to(self.device, non_blocking=True) for b in mine]
+        return mine
+
+    def train_step(self, batches: list[np.ndarray]) -> torch.Tensor:
+        """One optimizer update over a step's batches (all processes'). Returns, summed over the
+        processes: [smoothed loss, NLL, target tokens, seconds, non-finite flag], on the device
+        (reading it would wait for the device: the caller does that only when it logs)."""
+        mine = self._my_batches(batches)
+        pad = self.model.config.pad_id
+        tokens = self.group.sum(sum((b.tgt_out != pad).sum() for b in mine).float())
+        # DDP averages gradients over processes; scaling by the world size makes that a sum.
+        scale = self.group.world_size / tokens.clamp(min=1.0)
+        sums = torch.zeros(2, device=self.device)
+        for i, batch in enumerate(mine):
+            last = i == len(mine) - 1
+            with self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext():
+                with self._autocast():
+                    logits = self.forward(batch.src, batch.tgt_in)
+                loss = label_smoothed_loss(logits, batch.tgt_out, pad, self.config.label_smoothing)
+                (loss.smoothed * scale).backward()
+            sums += torch.stack([loss.smoothed.detach(), loss.nll.detach()])
+        now = time.perf_counter()  # this step so far, and the previous step's optimizer update
+        seconds = torch.tensor([now - self.clock], pin_memory=self.device.type == "cuda")
+        self.clock = now
+        stats = self.group.sum(torch.cat([sums, tokens[None], seconds.to(self.device, non_blocking=True),
+                                          (~torch.isfinite(sums).all()).float()[None]]))
         if self.config.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
-        lr = self.current_lr(self.position.step + 1)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = self.current_lr(self.position.step + 1)
+        self.optimizer.found_inf = (stats[4] > 0).float()  # a non-finite loss anywhere: no process updates
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return smoothed_sum / max(total_tokens, 1), nll_sum / max(total_tokens, 1), total_tokens
+        self.diverged = torch.maximum(self.diverged, self.optimizer.found_inf)
+        return stats
+
+    def _check_finite(self) -> None:
+        """Stop if a step since the last look had a non-finite loss (its update was skipped)."""
+        if self.diverged.item():
+            first, last = self.checked_step + 1, self.position.step
+            steps = f"step {last}" if first == last else f"one of steps {first}-{last}"
+            raise TrainingDiverged(f"the loss became NaN or infinite at {steps}; no update was applied from "
+                                   "there on, and no checkpoint written")
+        self.checked_step = self.position.step
 
     def current_lr(self, step: int) -> float:
         return learning_rate(step, self.model.config.d_model, self.config.warmup_steps, self.config.lr_scale)
@@ -381,11 +251,15 @@ class Trainer:
         self.model.eval()
         src_text, tgt_text = self.valid
         src_ids, tgt_ids = self.tokenizer.encode(src_text), self.tokenizer.encode(tgt_text)
-        keep = [i for i, (s, t) in enumerate(zip(src_ids, tgt_ids)) if s and t]
-        lengths = [(len(src_ids[i]) + 1, len(tgt_ids[i]) + 1) for i in keep]
+        keep = np.array([i for i, (s, t) in enumerate(zip(src_ids, tgt_ids)) if s and t])
+        src_len = np.array([len(src_ids[i]) + 1 for i in keep])
+        tgt_len = np.array([len(tgt_ids[i]) + 1 for i in keep])
+        budget = max(self.config.batch_tokens, int((src_len + tgt_len).max()))
+        plan = TokenBatches(src_len, tgt_len, budget).epoch(0)
         smoothed = nll = tokens = 0.0
-        for ids in TokenBatches(lengths, max(self.config.batch_tokens, max(a + b for a, b in lengths))).epoch(0):
-            batch = collate([src_ids[keep[i]] for i in ids], [tgt_ids[keep[i]] for i in ids]).to(self.device)
+        for k in range(len(plan)):
+            rows = keep[plan[k]]
+            batch = collate([src_ids[i] for i in rows], [tgt_ids[i] for i in rows]).to(self.device)
             with self._autocast():
                 logits = self.model(batch.src, batch.tgt_in)
             sums = label_smoothed_loss(logits, batch.tgt_out, self.model.config.pad_id, self.config.label_smoothing)
@@ -404,6 +278,11 @@ class Trainer:
         return bool((c.max_steps and p.step >= c.max_steps) or (c.max_epochs and p.epoch >= c.max_epochs)
                     or (c.time_budget_s and p.train_seconds >= c.time_budget_s))
 
+    def _epoch_progress(self) -> float:
+        """Epochs done, with the fraction of the current one (for logs and the progress bar)."""
+        p = self.position
+        return p.epoch + p.batch / self.stream.batches_in(p.epoch)
+
     def _fraction_done(self) -> float:
         c, p = self.config, self.position
         fractions = [p.step / c.max_steps if c.max_steps else 0.0,
@@ -411,39 +290,65 @@ class Trainer:
                      p.train_seconds / c.time_budget_s if c.time_budget_s else 0.0]
         return min(1.0, max(fractions))
 
+    def _settle(self) -> None:
+        """Bring the position's token and time counts up to date (reads the device: a sync point)."""
+        tokens, seconds = self.unsettled.tolist()
+        self.position.tokens += int(tokens)
+        self.position.train_seconds += seconds / self.group.world_size  # the processes' mean
+        self.unsettled.zero_()
+        self._check_finite()
+
+    def _steps(self) -> Iterator[torch.Tensor]:
+        """Train step after step until a stopping rule holds, keeping the position. On the CPU the
+        counts are settled every step (no device to wait for; a NaN stops training at once); on a
+        GPU only when the loop logs or saves, so the time budget is checked at those steps."""
+        p, per_step = self.position, self.group.world_size * self.config.accumulate
+        self.unsettled = torch.zeros(2, device=self.device)
+        self.clock = time.perf_counter()
+        while not self._done():
+            stats = self.train_step(self.stream.take(per_step, p.epoch, p.batch))
+            for _ in range(per_step):
+                p.epoch, p.batch = self.stream.following(p.epoch, p.batch)
+            p.step += 1
+            self.unsettled += stats[2:4]
+            if self.device.type == "cpu" or self._logs_or_saves():
+                self._settle()
+            outside = time.perf_counter()
+            yield stats
+            self.clock += time.perf_counter() - outside  # validation and saving are not training time
+
+    def _logs_or_saves(self) -> bool:
+        c, step = self.config, self.position.step
+        return step % c.log_every == 0 or step % c.save_every == 0 or (self.valid and step % c.eval_every == 0)
+
     def run(self) -> Position:
         c, p = self.config, self.position
         self.model.train()
-        stream = self._batch_stream()
-        # Redraw often on a terminal, rarely into a log file.
-        bar = tqdm(total=1000, file=sys.stderr, dynamic_ncols=True, leave=True, mininterval=0.5 if sys.stderr.isatty() else 30,
-                   bar_format="{percentage:3.0f}%|{bar:20}| {elapsed}<{remaining} {postfix}", initial=int(1000 * self._fraction_done()))
-        window_tokens, window_seconds, window_loss, window_nll, window_steps = 0, 0.0, 0.0, 0.0, 0
-        while not self._done():
-            started = time.perf_counter()
-            group = [next(stream) for _ in range(c.accumulate)]
-            loss, nll, tokens = self.train_step([ids for _, _, ids in group])
-            seconds = time.perf_counter() - started
-            last_epoch, last_index, _ = group[-1]
-            following = ((last_epoch, last_index + 1) if last_index + 1 < self._batches_in(last_epoch)
-                         else (last_epoch + 1, 0))
-            p.step, p.tokens, p.train_seconds = p.step + 1, p.tokens + tokens, p.train_seconds + seconds
-            p.epoch, p.batch = following
-            window_tokens, window_seconds = window_tokens + tokens, window_seconds + seconds
-            window_loss, window_nll, window_steps = window_loss + loss, window_nll + nll, window_steps + 1
-            bar.update(int(1000 * self._fraction_done()) - bar.n)
-            if p.step % c.log_every == 0 or self._done():
+        bar = tqdm(total=1000, file=sys.stderr, dynamic_ncols=True, leave=True, disable=not self.group.is_main,
+                   mininterval=0.5 if sys.stderr.isatty() else 30, initial=int(1000 * self._fraction_done()),
+                   bar_format="{percentage:3.0f}%|{bar:20}| {elapsed}<{remaining} {postfix}")
+        window = torch.zeros(5, device=self.device)  # smoothed, nll, tokens, seconds, (non-finite)
+        steps = 0
+        for stats in self._steps():
+            window += stats
+            steps += 1
+            done = self._done()
+            if p.step % c.log_every == 0 or done:
+                smoothed, nll, tokens, seconds, _ = window.tolist()
+                seconds /= self.group.world_size
                 record = dict(step=p.step, epoch=round(self._epoch_progress(), 3),
-                              train_loss=window_loss / window_steps, train_nll=window_nll / window_steps,
-                              train_ppl=math.exp(window_nll / window_steps), lr=self.current_lr(p.step),
-                              tokens_per_s=window_tokens / window_seconds, train_seconds=p.train_seconds)
-                self.log.record(**record)
+                              train_loss=smoothed / tokens, train_nll=nll / tokens,
+                              train_ppl=math.exp(min(nll / tokens, 50.0)), lr=self.current_lr(p.step),
+                              tokens_per_s=tokens / seconds, train_seconds=p.train_seconds)
+                if self.group.is_main:
+                    self.metrics.record(**record)
                 bar.set_postfix_str(f"step {p.step} loss {record['train_loss']:.3f} ppl {record['train_ppl']:.1f} "
                                     f"{record['tokens_per_s']:,.0f} tok/s lr {record['lr']:.2e}", refresh=False)
-                window_tokens, window_seconds, window_loss, window_nll, window_steps = 0, 0.0, 0.0, 0.0, 0
-            if self.valid and (p.step % c.eval_every == 0 or self._done()):
+                window.zero_()
+            bar.update(int(1000 * self._fraction_done()) - bar.n)
+            if self.valid and self.group.is_main and (p.step % c.eval_every == 0 or done):
                 self._validate_and_keep_best()
-            if p.step % c.save_every == 0 or self._done():
+            if p.step % c.save_every == 0 or done:
                 self.save()
         bar.close()
         return p
@@ -451,9 +356,9 @@ class Trainer:
     def _validate_and_keep_best(self) -> None:
         p = self.position
         metrics = self.validate()
-        self.log.record(step=p.step, train_seconds=p.train_seconds, **metrics)
-        self.log.say(f"step {p.step}: valid loss {metrics['valid_loss']:.3f}, ppl {metrics['valid_ppl']:.2f}, "
-                     f"BLEU {metrics['valid_bleu']:.2f} (greedy, sacreBLEU)")
+        self.metrics.record(step=p.step, train_seconds=p.train_seconds, **metrics)
+        say(f"step {p.step}: valid loss {metrics['valid_loss']:.3f}, ppl {metrics['valid_ppl']:.2f}, "
+            f"BLEU {metrics['valid_bleu']:.2f} (greedy, sacreBLEU)")
         if metrics["valid_bleu"] > p.best_bleu:
             p.best_bleu = metrics["valid_bleu"]
             checkpoint.save_checkpoint(self.run_dir / "checkpoints" / checkpoint.BEST_DIR, self.model, self.tokenizer,
@@ -461,25 +366,54 @@ class Trainer:
 
 
 def train(run_dir: str | Path, model_config: ModelConfig | None = None, config: TrainConfig | None = None,
-          resume: bool = False, overwrite: bool = False) -> Trainer:
-    """Start a run (model_config and config given) or continue one (resume=True); returns the Trainer.
+          resume: bool = False, overwrite: bool = False, data: str | None = None,
+          workers: int | None = None) -> Trainer:
+    """Start a run (model_config and config given) or continue one (resume=True; `data` points it
+    at its prepared data if that moved); returns the Trainer. Under torchrun, every process calls
+    this alike; process 0 creates the run and the others wait for it.
 
     A new run goes into a new or empty folder, or replaces an earlier run there with `overwrite`."""
     run_dir = Path(run_dir)
-    data = None
     if resume:
-        tokenizer, model_config, stored = load_run(run_dir)
-        if config is not None:  # only the stopping rules may change on resume
-            stored = dataclasses.replace(stored, max_steps=config.max_steps, max_epochs=config.max_epochs,
-                                         time_budget_s=config.time_budget_s)
-        config = stored
+        stopping = config
+        tokenizer, model_config, config = load_run(run_dir, data)
+        check_device(config.device)
+        if stopping is not None:  # only the stopping rules may change on resume
+            config = dataclasses.replace(config, max_steps=stopping.max_steps, max_epochs=stopping.max_epochs,
+                                         time_budget_s=stopping.time_budget_s)
+        group = Group.join(torch.device(config.device).type)
     else:
         if model_config is None or config is None:
             raise ValueError("a new run needs a model config and a training config")
-        tokenizer, model_config, data = prepare_run(run_dir, model_config, config, overwrite)
-    torch.manual_seed(config.seed)
-    trainer = Trainer(run_dir, Transformer(model_config), tokenizer, config, data)
-    if resume:
-        trainer.resume()
-    trainer.run()
-    return trainer
+        group = Group.join(torch.device(config.device).type)
+        _create_together(group, run_dir, model_config, config, overwrite, workers)
+        tokenizer, model_config, config = load_run(run_dir)
+    try:
+        torch.manual_seed(config.seed)  # the same initial weights in every process
+        trainer = Trainer(run_dir, Transformer(model_config), tokenizer, config, group)
+        if resume:
+            trainer.resume()
+        elif group.rank:
+            torch.manual_seed(config.seed + 1_000_003 * group.rank)  # other dropout draws in each process
+        trainer.run()
+        return trainer
+    finally:
+        group.leave()
+
+
+def _create_together(group: Group, run_dir: Path, model_config: ModelConfig, config: TrainConfig, overwrite: bool,
+                     workers: int | None) -> None:
+    """Process 0 creates the run; the others wait, and learn whether it worked."""
+    error = None
+    if group.is_main:
+        try:
+            create_run(run_dir, model_config, config, overwrite, workers)
+        except Exception as caught:  # noqa: BLE001 - re-raised below, after the others are told
+            error = caught
+    failed = group.sum(torch.tensor(float(error is not None), device=group.device(config.device)))
+    if error is not None:
+        group.leave()
+        raise error
+    if failed.item():
+        group.leave()
+        raise InputError(f"process 0 could not create {run_dir} (its error is above)")

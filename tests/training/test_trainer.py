@@ -165,7 +165,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(numbe
         return real_step(self, batch_ids)
 
     monkeypatch.setattr(trainer_module.Trainer, "train_step", poisoned_step)
-    with pytest.raises(TrainingDiverged, match="loss is nan at step 5"):
+    with pytest.raises(TrainingDiverged, match="NaN or infinite at step 5;"):
         train(run, ModelConfig.preset("tiny"), config)
     assert [p.name for p in checkpoint.step_checkpoints(run)] == ["step_00000003"]
     model, _, _ = checkpoint.load_checkpoint(run)
@@ -204,28 +204,41 @@ def tiny_config(corpus: dict[str, Path], **overrides) -> TrainConfig:
 
 
 def test_resume_across_epoch_boundaries_is_bitwise_exact(number_corpus, tmp_path: Path) -> None:
+    from aiayn.data.batching import TokenBatches
+    from aiayn.data.prepared import PreparedData, PrepareOptions, prepare
     from aiayn.model import ModelConfig
 
+    data = tmp_path / "data"
+    prepare(data, str(number_corpus["train_en"]), str(number_corpus["train_de"]), options=PrepareOptions(vocab_size=300))
+    lengths = PreparedData(data).lengths()
+    # Epochs differ in their number of batches (random tie-breaks); the old bug took every epoch to
+    # be as long as epoch 0, so it skipped batches of a longer one. Find a batch size with one.
+    for batch_tokens in range(600, 1000, 4):
+        batches = TokenBatches(lengths[:, 0] + 1, lengths[:, 1] + 1, batch_tokens, seed=5)
+        per_epoch = [len(batches.epoch(e)) for e in range(4)]
+        longer = next((e for e in range(1, 4) if per_epoch[e] > per_epoch[0]), None)
+        if longer:
+            break
+    assert longer, "no batch size gives an epoch longer than the first"
+    before = sum(per_epoch[:longer])
+    total = before + per_epoch[longer] + 3
+    config = dict(data=str(data), train_src="", train_tgt="", batch_tokens=batch_tokens)
     model = ModelConfig.preset("tiny", d_model=16, d_ff=32)
     resumed = tmp_path / "resumed"
-    trainer = train(resumed, model, tiny_config(number_corpus, max_steps=1))
-    per_epoch = [len(trainer.batches.epoch(e)) for e in range(3)]
-    # Epochs differ in their number of batches (random tie-breaks); the bug needs a longer epoch 1.
-    assert per_epoch[1] > per_epoch[0], per_epoch
-    total = per_epoch[0] + per_epoch[1] + 3
-    # Stop at the end of epoch 0, then inside epoch 1 where epoch 0's count would mark it done.
-    for stop in (per_epoch[0], 2 * per_epoch[0], total):
+    # Stop at the end of epoch 0, then inside the longer epoch where epoch 0's count would end it.
+    train(resumed, model, tiny_config(number_corpus, max_steps=per_epoch[0], **config))
+    for stop in (before + per_epoch[0], total):
         train(resumed, config=TrainConfig(max_steps=stop), resume=True)
     straight = tmp_path / "straight"
-    train(straight, model, tiny_config(number_corpus, max_steps=total))
+    train(straight, model, tiny_config(number_corpus, max_steps=total, **config))
     a, b = weights(straight), weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
     state_a, _ = checkpoint.load_training_state(checkpoint.step_checkpoints(straight)[-1])
     state_b, _ = checkpoint.load_training_state(checkpoint.step_checkpoints(resumed)[-1])
-    assert (state_a["epoch"], state_a["batch"]) == (state_b["epoch"], state_b["batch"]) == (2, 3)
-    # --max-epochs 2 trains both epochs whole, whatever their lengths.
-    epochs = train(tmp_path / "epochs", model, tiny_config(number_corpus, max_epochs=2))
-    assert epochs.position.step == per_epoch[0] + per_epoch[1]
+    assert (state_a["epoch"], state_a["batch"]) == (state_b["epoch"], state_b["batch"]) == (longer + 1, 3)
+    # --max-epochs trains whole epochs, whatever their lengths.
+    epochs = train(tmp_path / "epochs", model, tiny_config(number_corpus, max_epochs=longer + 1, **config))
+    assert epochs.position.step == before + per_epoch[longer]
 
 
 def test_resumed_steps_are_logged_once(number_corpus, tmp_path: Path) -> None:
@@ -323,7 +336,7 @@ def test_demo_refuses_a_users_folder_and_replaces_only_with_overwrite(tmp_path: 
 
     out = tmp_path / "demo"
     run_demo(out, minutes=0.01, n_train=300, n_test=10)
-    assert (out / "data" / "test.en").is_file()
+    assert (out / "text" / "test.en").is_file()
     with pytest.raises(InputError, match="--overwrite"):
         run_demo(out, minutes=0.01, n_train=300, n_test=10)
     run_demo(out, minutes=0.01, n_train=300, n_test=10, overwrite=True)

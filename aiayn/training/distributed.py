@@ -1,0 +1,80 @@
+"""Data-parallel training on PyTorch's own engine: torchrun starts the processes and sets RANK,
+WORLD_SIZE, LOCAL_RANK and the rendezvous; this module joins the group (gloo on the CPU, NCCL on
+CUDA) and offers the few collective operations the trainer needs.
+
+    torchrun --nproc_per_node 2 -m aiayn train --out RUN ...          # one machine
+    torchrun --nnodes 2 --node_rank R --nproc_per_node 8 --rdzv-backend c10d \\
+             --rdzv-endpoint HOST:29400 -m aiayn train --out RUN ...  # two machines
+
+Without torchrun (no WORLD_SIZE in the environment) it is a group of one and every operation is
+the identity.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+# Rank 0 validates and writes checkpoints while the others wait at their next collective.
+GROUP_TIMEOUT = datetime.timedelta(hours=2)
+
+
+@dataclass
+class Group:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str = "gloo"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    @classmethod
+    def join(cls, device_type: str) -> "Group":
+        """The process group torchrun describes in the environment (or a group of one)."""
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size == 1:
+            return cls()
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if not dist.is_initialized():
+            dist.init_process_group(backend, timeout=GROUP_TIMEOUT)
+        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), backend)
+
+    def device(self, name: str) -> torch.device:
+        """This process's device: on CUDA under torchrun, the GPU of its local rank."""
+        device = torch.device(name)
+        if device.type == "cuda" and self.active and device.index is None:
+            device = torch.device("cuda", self.local_rank)
+        return device
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum over the processes (in place, and returned)."""
+        if self.active:
+            dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        return values
+
+    def gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        """Every process's tensor (all of the same shape), in rank order, where `tensor` lives."""
+        if not self.active:
+            return [tensor]
+        # NCCL moves CUDA tensors only.
+        moved = tensor.to(torch.device("cuda", self.local_rank)) if self.backend == "nccl" else tensor
+        gathered = [torch.empty_like(moved) for _ in range(self.world_size)]
+        dist.all_gather(gathered, moved)
+        return [g.to(tensor.device) for g in gathered]
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def leave(self) -> None:
+        if self.active and dist.is_initialized():
+            dist.destroy_process_group()
