@@ -26,7 +26,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from aiayn.data.tokenizer import Tokenizer
 from aiayn.errors import InputError
-from aiayn.files import fsync_dir, install_dir, recover_hidden, remove_tree, staging_path
+from aiayn.files import building, holds_only, recover_hidden, remove_tree
 from aiayn.model import ModelConfig, Transformer
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -54,22 +54,20 @@ def save_checkpoint(
     state: dict[str, Any] | None = None, state_tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a checkpoint atomically (temporary directory + rename) and return its path. An
-    existing `directory` is replaced (swapped atomically): callers decide whether it may be."""
+    existing checkpoint at `directory` is replaced (swapped atomically); anything else there is not."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    partial = staging_path(directory)
-    partial.mkdir()
-    save_model(model, str(partial / "model.safetensors"))  # writes a shared matrix once
-    _write_json(partial / "config.json", {"model": model.config.to_dict(), **(extra_config or {})})
-    tokenizer.save(partial / "tokenizer.model")
-    if state is not None:
-        _write_json(partial / "training_state.json", state)
-        save_file({k: v.contiguous() for k, v in (state_tensors or {}).items()}, str(partial / "training_state.safetensors"))
-    for file in partial.iterdir():
-        if file.suffix != ".json":
-            _fsync_file(file)
-    fsync_dir(partial)
-    return install_dir(partial, directory)
+    with building(directory, owned=is_checkpoint) as partial:
+        save_model(model, str(partial / "model.safetensors"))  # writes a shared matrix once
+        _write_json(partial / "config.json", {"model": model.config.to_dict(), **(extra_config or {})})
+        tokenizer.save(partial / "tokenizer.model")
+        if state is not None:
+            _write_json(partial / "training_state.json", state)
+            save_file({k: v.contiguous() for k, v in (state_tensors or {}).items()},
+                      str(partial / "training_state.safetensors"))
+        for file in partial.iterdir():
+            if file.suffix != ".json":
+                _fsync_file(file)
+    return directory
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -88,12 +86,19 @@ def read_config(directory: Path) -> dict[str, Any]:
     return _read_json(Path(directory) / "config.json")
 
 
+CHECKPOINT_FILES = {"model.safetensors", "config.json", "tokenizer.model", "training_state.json",
+                    "training_state.safetensors", "source.spm", "target.spm", "vocab.json"}
+
+
 def is_checkpoint(path: Path) -> bool:
-    """Whether `path` is an aiayn checkpoint directory (weights and a config with a model)."""
+    """Whether `path` is an aiayn checkpoint directory: weights, a config with a valid model, and
+    nothing that aiayn does not write there (so replacing it loses nothing of anyone's)."""
     try:
-        return (path / "model.safetensors").is_file() and "model" in read_config(path)
-    except CheckpointError:
+        config = read_config(path)
+        ModelConfig.from_dict(config["model"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
         return False
+    return (path / "model.safetensors").is_file() and holds_only(path, CHECKPOINT_FILES.__contains__)
 
 
 def model_config_of(config: dict[str, Any], config_path: Path) -> ModelConfig:
@@ -158,7 +163,7 @@ def step_of(path: Path) -> int:
 
 def recover_checkpoints(run_dir: Path) -> None:
     """After a writer was killed: drop its partial checkpoints, restore a replaced one whose
-    successor never arrived (see aiayn.files.install_dir)."""
+    successor never arrived (see aiayn.files.building)."""
     recover_hidden(Path(run_dir) / "checkpoints")
 
 
@@ -169,13 +174,20 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
         remove_tree(old)
 
 
-def _stale_average(root: Path) -> str | None:
-    """Why checkpoints/average should not be used (it predates the run's last step checkpoint), or None."""
+def _average_unusable(root: Path) -> str | None:
+    """Why checkpoints/average should not be used (it predates the run's last step checkpoint, or
+    cannot be read), or None."""
+    try:
+        config = read_config(root / AVERAGE_DIR)
+    except CheckpointError as error:
+        return str(error)
     steps = step_checkpoints(root.parent)
     if not steps:
         return None
-    averaged_up_to = read_config(root / AVERAGE_DIR).get("step")
-    if averaged_up_to is None or averaged_up_to < step_of(steps[-1]):
+    # Averages written before aiayn recorded "step" name their sources.
+    sources = [STEP_DIR.match(Path(p).name) for p in config.get("averaged_from", [])]
+    averaged_up_to = config.get("step", max((int(m.group(1)) for m in sources if m), default=None))
+    if not isinstance(averaged_up_to, int) or averaged_up_to < step_of(steps[-1]):
         return f"it was averaged up to step {averaged_up_to}, and the run has reached {steps[-1].name} since"
     return None
 
@@ -191,11 +203,11 @@ def resolve_checkpoint(path: str | Path, announce: bool = False) -> Path:
     root = path / "checkpoints"
     candidates = [root / BEST_DIR, *reversed(step_checkpoints(path))]
     if (root / AVERAGE_DIR).is_dir():
-        stale = _stale_average(root)
-        if stale is None:
+        unusable = _average_unusable(root)
+        if unusable is None:
             candidates.insert(0, root / AVERAGE_DIR)
         elif announce:
-            print(f"not using {root / AVERAGE_DIR}: {stale}", file=sys.stderr)
+            print(f"not using {root / AVERAGE_DIR}: {unusable}", file=sys.stderr)
     for candidate in candidates:
         if candidate.is_dir():
             if announce:

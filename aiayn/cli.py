@@ -40,11 +40,14 @@ def number(kind: type, minimum: float | None = None, maximum: float | None = Non
 
 
 POSITIVE = number(int, minimum=1)
+SEED = number(int, 0, 2**32 - 1)
 FRACTION = number(float, minimum=0.0, maximum=0.999)
 
 
-def _output_file(path: str | None, flag: str) -> Path | None:
-    """Check an output file's place before any work: its folder exists and it is not a folder."""
+def _output_file(path: str | None, flag: str, inputs: tuple[str | None, ...] = (),
+                 suffixes: tuple[str, ...] = ()) -> Path | None:
+    """Check an output file's place before any work: its folder exists, it is not a folder, not
+    one of the command's inputs, and (for pictures) of a kind that can be written."""
     if path is None:
         return None
     out = Path(path)
@@ -52,14 +55,25 @@ def _output_file(path: str | None, flag: str) -> Path | None:
         raise InputError(f"{flag} {out}: is a folder, not a file")
     if not out.parent.is_dir():
         raise InputError(f"{flag} {out}: folder {out.parent} does not exist")
+    for given in filter(None, inputs):
+        if out.exists() and Path(given).exists() and out.samefile(given):
+            raise InputError(f"{flag} {out}: is also an input of this command; it would be overwritten")
+    if suffixes and out.suffix.lower() not in suffixes:
+        raise InputError(f"{flag} {out}: write a {', '.join(suffixes)} file")
     return out
 
 
+PICTURES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
 def _params(args: argparse.Namespace) -> int:
+    import torch
+
     from aiayn.model import Transformer, parameter_counts
 
     config = ModelConfig.preset(args.preset, vocab_size=args.vocab_size)
-    counts = parameter_counts(Transformer(config))
+    with torch.device("meta"):  # shapes only: no memory, whatever the size
+        counts = parameter_counts(Transformer(config))
     print(f"preset {args.preset}: d_model {config.d_model}, heads {config.n_heads}, d_ff {config.d_ff}, "
           f"layers {config.n_encoder_layers}+{config.n_decoder_layers}, vocabulary {config.vocab_size} "
           f"(shared embeddings: {config.share_embeddings})")
@@ -71,19 +85,30 @@ def _params(args: argparse.Namespace) -> int:
     return 0
 
 
+RAW_CORPUS_FLAGS = {"train_src": "--train-src", "train_tgt": "--train-tgt", "valid_src": "--valid-src",
+                    "valid_tgt": "--valid-tgt", "vocab_size": "--vocab-size", "max_length": "--max-length",
+                    "sample_sentences": "--sample-sentences", "multi30k": "--multi30k"}
+
+
 def _train(args: argparse.Namespace) -> int:
     from aiayn.runtime import check_device
     from aiayn.training.trainer import TrainConfig, train
 
     check_device(args.device)
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+              if getattr(args, f.name, None) is not None}
     values["time_budget_s"] = args.time_budget * 60 if args.time_budget else None
     if args.resume:
-        stopping = {k: values[k] for k in ("max_steps", "max_epochs", "time_budget_s")}
+        stopping = {k: values.get(k) for k in ("max_steps", "max_epochs", "time_budget_s")}
         config = TrainConfig(**stopping) if any(stopping.values()) else None
-        train(args.resume, config=config, resume=True)
+        train(args.resume, config=config, resume=True, data=args.data)
         return 0
-    if args.multi30k:
+    if args.data:
+        given = [flag for name, flag in RAW_CORPUS_FLAGS.items() if getattr(args, name, None) is not None]
+        if given:
+            raise InputError(f"{given[0]} belongs to `aiayn prepare` (or to training from raw files): "
+                             f"--data {args.data} is already prepared")
+    elif args.multi30k:
         from aiayn.data.multi30k import split_path
 
         src_lang, _, tgt_lang = args.multi30k.partition("-")
@@ -92,12 +117,26 @@ def _train(args: argparse.Namespace) -> int:
                       train_tgt=str(split_path("train", tgt_lang, args.data_dir)),
                       valid_src=str(split_path("val", src_lang, args.data_dir)),
                       valid_tgt=str(split_path("val", tgt_lang, args.data_dir)))
-    if not (values.get("train_src") and values.get("train_tgt")):
-        raise InputError("no training data: give --train-src and --train-tgt, or --multi30k SRC-TGT")
+    elif not (args.train_src and args.train_tgt):
+        raise InputError("no training data: give --data DATA (see aiayn prepare), --train-src and --train-tgt, "
+                         "or --multi30k SRC-TGT")
     overrides = {k: v for k, v in dict(dropout=args.dropout, positional_encoding=args.positional_encoding,
                                        norm_placement=args.norm_placement).items() if v is not None}
     config = TrainConfig(**values)  # checks the numbers before anything is read or written
-    train(args.out, ModelConfig.preset(args.preset, **overrides), config, overwrite=args.overwrite)
+    train(args.out, ModelConfig.preset(args.preset, **overrides), config, overwrite=args.overwrite,
+          workers=args.workers)
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from aiayn.data.prepared import PrepareOptions, prepare
+
+    if not (args.train_src and args.train_tgt):
+        raise InputError("give the corpus: --train-src and --train-tgt")
+    defaults = PrepareOptions()
+    options = PrepareOptions(args.vocab_size or defaults.vocab_size, args.max_length or defaults.max_length,
+                             args.sample_sentences or defaults.sample_sentences, args.seed, args.workers)
+    prepare(args.out, args.train_src, args.train_tgt, args.valid_src, args.valid_tgt, options, args.overwrite)
     return 0
 
 
@@ -122,7 +161,7 @@ def _average(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from aiayn.evaluation.plots import plot_run
 
-    print(plot_run(args.run_dir, _output_file(args.out, "--out")))
+    print(plot_run(args.run_dir, _output_file(args.out, "--out", suffixes=PICTURES)))
     return 0
 
 
@@ -148,12 +187,11 @@ def _read_input(path: str | None) -> list[str]:
 
 
 def _translate(args: argparse.Namespace) -> int:
-    from aiayn.decoding.search import Sampling
-    from aiayn.files import write_atomic
-
     from aiayn.checkpoint import resolve_checkpoint
+    from aiayn.decoding.search import Sampling
+    from aiayn.files import write_output
 
-    output = _output_file(args.output, "--output")
+    output = _output_file(args.output, "--output", (args.input,))
     resolve_checkpoint(args.checkpoint)  # a wrong --checkpoint is reported before stdin is waited for
     lines = _read_input(args.input)
     translator = _translator(args)
@@ -167,7 +205,7 @@ def _translate(args: argparse.Namespace) -> int:
                                          args.no_repeat_ngram_size, sampling, progress=progress)
     text = "".join(line + "\n" for line in out_lines)
     if output:
-        write_atomic(output, text)
+        write_output(output, text)
     else:
         sys.stdout.write(text)
     return 0
@@ -176,16 +214,16 @@ def _translate(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from aiayn.data.corpus import read_parallel
     from aiayn.evaluation.bleu import bleu, chrf, tokenized_lowercased_bleu
-    from aiayn.files import write_atomic
+    from aiayn.files import write_output
 
-    hyp = _output_file(args.hyp, "--hyp")
+    hyp = _output_file(args.hyp, "--hyp", (args.src, args.ref))
     sources, references = read_parallel(args.src, args.ref)
     if not sources:
         raise InputError(f"{args.src}: empty test set")
     translator = _translator(args)
     hypotheses = translator.translate(sources, args.beam, args.alpha, args.batch_tokens, progress=True)
     if hyp:
-        write_atomic(hyp, "".join(h + "\n" for h in hypotheses))
+        write_output(hyp, "".join(h + "\n" for h in hypotheses))
     lang = args.lang or (translator.config.get("languages") or {}).get("target") or "en"
     decoding = "greedy" if args.beam == 1 else f"beam {args.beam}, alpha {args.alpha}"
     print(f"{len(hypotheses)} sentences, {decoding}")
@@ -202,7 +240,7 @@ def _attention(args: argparse.Namespace) -> int:
 
     from aiayn.checkpoint import model_config_of, read_config, resolve_checkpoint
 
-    out = _output_file(args.out, "--out")
+    out = _output_file(args.out, "--out", suffixes=PICTURES)
     directory = resolve_checkpoint(args.checkpoint)
     check_map_choice(model_config_of(read_config(directory), directory / "config.json"), args.kind, args.layer, args.head)
     translator = _translator(args)
@@ -218,9 +256,10 @@ def _attention(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from aiayn.runtime import check_device
-    from aiayn.serving.app import ServiceLimits, serve
+    from aiayn.serving.app import ServiceLimits, check_address, serve
 
     check_device(args.device)
+    check_address(args.host, args.port)
     limits = ServiceLimits(max_body_bytes=args.max_body_bytes, decode_timeout_s=args.timeout)
     serve(args.checkpoint, args.host, args.port, 0.0 if args.no_batching else args.max_wait_ms,
           0 if args.no_batching else args.max_batch_tokens, args.device, args.bf16, limits)
@@ -230,23 +269,33 @@ def _serve(args: argparse.Namespace) -> int:
 def _add_decoding_arguments(p: argparse.ArgumentParser, beam: int = 4) -> None:
     p.add_argument("--checkpoint", required=True, help="a checkpoint, or a run directory (averaged, best or last)")
     p.add_argument("--beam", type=POSITIVE, default=beam, help="beam size (§6.1: 4); 1 = greedy")
-    p.add_argument("--alpha", type=number(float, 0.0), default=0.6, help="GNMT length penalty ((5+|Y|)/6)^alpha")
+    p.add_argument("--alpha", type=number(float, 0.0, 10.0), default=0.6, help="GNMT length penalty ((5+|Y|)/6)^alpha")
     p.add_argument("--batch-tokens", type=POSITIVE, default=8000, help="decoding batch size in tokens x beams")
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="bfloat16 weights (faster on CPUs with avx512_bf16, GPUs)")
 
 
-def _add_train_arguments(p: argparse.ArgumentParser) -> None:
-    data = p.add_argument_group("data")
-    data.add_argument("--multi30k", metavar="SRC-TGT", help="Multi30k language pair, e.g. de-en (train + val splits)")
-    data.add_argument("--data-dir", help="local copy of the Multi30k raw files (default: download once to the cache)")
-    data.add_argument("--train-src", dest="train_src")
-    data.add_argument("--train-tgt", dest="train_tgt")
+def _add_corpus_arguments(data: argparse._ArgumentGroup) -> None:
+    """Raw parallel files and how to prepare them (aiayn.data.prepared): for `prepare` and `train`."""
+    data.add_argument("--train-src", dest="train_src", help="source side, one sentence a line (plain or .gz)")
+    data.add_argument("--train-tgt", dest="train_tgt", help="target side, line-aligned with the source")
     data.add_argument("--valid-src", dest="valid_src")
     data.add_argument("--valid-tgt", dest="valid_tgt")
-    data.add_argument("--vocab-size", dest="vocab_size", type=POSITIVE, default=8000, help="shared BPE vocabulary size")
-    data.add_argument("--max-length", dest="max_length", type=POSITIVE, default=250,
-                      help="skip pairs with a side longer than this (subwords)")
+    data.add_argument("--vocab-size", dest="vocab_size", type=POSITIVE, help="shared BPE vocabulary size (8000)")
+    data.add_argument("--max-length", dest="max_length", type=POSITIVE,
+                      help="skip pairs with a side longer than this many subwords (250)")
+    data.add_argument("--sample-sentences", dest="sample_sentences", type=POSITIVE,
+                      help="learn the vocabulary on a random sample of this many sentences (1,000,000)")
+    data.add_argument("--workers", type=POSITIVE,
+                      help="processes that encode the corpus (default: the CPUs; none for a small corpus)")
+
+
+def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    data = p.add_argument_group("data (prepared, or raw files prepared into RUN/data)")
+    data.add_argument("--data", help="a folder made by `aiayn prepare` (with --resume: where the run's data moved)")
+    data.add_argument("--multi30k", metavar="SRC-TGT", help="Multi30k language pair, e.g. de-en (train + val splits)")
+    data.add_argument("--data-dir", help="local copy of the Multi30k raw files (default: download once to the cache)")
+    _add_corpus_arguments(data)
     model = p.add_argument_group("model")
     model.add_argument("--preset", default="small", choices=sorted(ModelConfig.PRESETS))
     model.add_argument("--dropout", type=FRACTION)
@@ -264,7 +313,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     opt.add_argument("--adam-beta2", dest="adam_beta2", type=FRACTION, default=0.98)
     opt.add_argument("--adam-eps", dest="adam_eps", type=number(float, above=0.0), default=1e-9)
     opt.add_argument("--clip-norm", dest="clip_norm", type=number(float, 0.0), default=0.0, help="0 = no clipping")
-    opt.add_argument("--seed", type=number(int, 0), default=1)
+    opt.add_argument("--seed", type=SEED, default=1)
     stop = p.add_argument_group("stopping, validation, checkpoints")
     stop.add_argument("--max-steps", dest="max_steps", type=POSITIVE)
     stop.add_argument("--max-epochs", dest="max_epochs", type=POSITIVE)
@@ -289,10 +338,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo run in --out")
     p.add_argument("--minutes", type=number(float, above=0.0), default=2.0, help="training time")
-    p.add_argument("--seed", type=number(int, 0), default=1)
+    p.add_argument("--seed", type=SEED, default=1)
     p.set_defaults(run=_demo)
 
-    p = verbs.add_parser("train", help="train a translator on parallel text (§5)")
+    p = verbs.add_parser("prepare", help="prepare a parallel corpus of any size for training: vocabulary, token arrays")
+    p.add_argument("--out", required=True, help="DATA folder to write (new or empty; --overwrite replaces prepared data)")
+    _add_corpus_arguments(p.add_argument_group("corpus"))
+    p.add_argument("--seed", type=SEED, default=1, help="for the vocabulary's sample")
+    p.add_argument("--overwrite", action="store_true", help="replace data prepared from other inputs in --out")
+    p.set_defaults(run=_prepare)
+
+    p = verbs.add_parser("train", help="train a translator on parallel text (§5); under torchrun, data-parallel")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", help="new run directory")
     target.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
@@ -307,10 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-best", type=POSITIVE, default=1, help="write the N best as 'line ||| text ||| score'")
     p.add_argument("--no-repeat-ngram-size", type=number(int, 0), default=0)
     p.add_argument("--sample", action="store_true", help="sample instead of searching")
-    p.add_argument("--temperature", type=number(float, above=0.0), default=1.0)
+    p.add_argument("--temperature", type=number(float, 0.01, 100.0), default=1.0)
     p.add_argument("--top-k", type=number(int, 0), default=0)
     p.add_argument("--top-p", type=number(float, above=0.0, maximum=1.0), default=1.0)
-    p.add_argument("--seed", type=number(int, 0))
+    p.add_argument("--seed", type=SEED)
     p.set_defaults(run=_translate)
 
     p = verbs.add_parser("evaluate", help="translate a test set and score it (sacreBLEU, chrF, tokenised BLEU)")
@@ -336,11 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="a checkpoint, or a run directory (averaged, best or last)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=number(int, 0, 65535), default=8000)
-    p.add_argument("--max-wait-ms", type=number(float, 0.0), default=5.0,
+    p.add_argument("--max-wait-ms", type=number(float, 0.0, 10_000.0), default=5.0,
                    help="how long a request waits for others to batch with")
     p.add_argument("--max-batch-tokens", type=POSITIVE, default=4000, help="source tokens in one decoding batch")
     p.add_argument("--no-batching", action="store_true", help="decode one request at a time")
-    p.add_argument("--timeout", type=number(float, above=0.0), default=60.0,
+    p.add_argument("--timeout", type=number(float, above=0.0, maximum=86_400.0), default=60.0,
                    help="seconds of decoding a request may take before it is cut off with an error")
     p.add_argument("--max-body-bytes", type=POSITIVE, default=2 * 1024 * 1024,
                    help="larger request bodies are refused (413) before they are parsed")
@@ -362,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("params", help="print the parameter count of a preset, per component")
     p.add_argument("--preset", default="base", choices=sorted(ModelConfig.PRESETS))
-    p.add_argument("--vocab-size", type=number(int, 3), default=37000, help="shared vocabulary size (paper: 37000 BPE)")
+    p.add_argument("--vocab-size", type=number(int, 3, 10_000_000), default=37000,
+                   help="shared vocabulary size (paper: 37000 BPE)")
     p.set_defaults(run=_params)
     return parser
 

@@ -3,6 +3,7 @@ traceback, and nothing of the user's (or anything else) written, changed or remo
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -29,7 +30,18 @@ def workspace(trained_run: Path, number_corpus: dict[str, Path], tmp_path_factor
     (root / "a_file").write_text("not a folder")
     run = root / "run"
     shutil.copytree(trained_run, run)
-    (run / "metrics.jsonl").write_text('{"step": 1, "train_loss": 2.0}\n{not json\n')
+    (run / "metrics.jsonl").write_text('{"step": 1, "train_loss": 2.0, "train_nll": 1.9, "lr": 0.1}\n{not json\n')
+    (root / "fields").mkdir()
+    (root / "fields" / "metrics.jsonl").write_text('{"step": 1, "train_loss": 2.0}\n')
+    (root / "link_to_mine").symlink_to(root / "mine")
+    cuda_run = root / "cuda_run"
+    shutil.copytree(run, cuda_run)
+    stored = json.loads((cuda_run / "config.json").read_text())
+    stored["training"]["device"] = "cuda:99"
+    (cuda_run / "config.json").write_text(json.dumps(stored))
+    from aiayn.data.prepared import PrepareOptions, prepare
+    prepare(root / "other_data", str(root / "long.en"), str(root / "long.de"), options=PrepareOptions(vocab_size=300),
+            log=lambda message: None)
     last = sorted((run / "checkpoints").glob("step_*"))[-1]
     truncated = root / "truncated"
     shutil.copytree(last, truncated)
@@ -118,6 +130,34 @@ CASES = [
     (["plot", "{w}/run"], "line 2"),
     (["plot", "{w}/nowhere"], "nowhere"),
     (["params", "--vocab-size", "0"], "--vocab-size"),
+    (["params", "--vocab-size", "99999999999999"], "--vocab-size"),
+    ([*TRAIN, "--out", "{w}/link_to_mine", *CORPUS], "link_to_mine"),
+    ([*TRAIN, "--out", "{w}/new", *CORPUS, "--seed", "99999999999999999999"], "--seed"),
+    (["demo", "--seed", "-1"], "--seed"),
+    (["train", "--resume", "{w}/cuda_run"], "cuda:99"),
+    (["train", "--resume", "{w}/run", "--data", "{w}/other_data"], "another vocabulary"),
+    (["train", "--resume", "{w}/run", "--data", "{w}/mine"], "manifest.json"),
+    ([*TRAIN, "--out", "{w}/new", "--data", "{w}/nowhere"], "nowhere"),
+    ([*TRAIN, "--out", "{w}/new", "--data", "{w}/other_data", "--vocab-size", "50"], "--vocab-size"),
+    ([*TRAIN, "--out", "{w}/new", "--data", "{w}/other_data", "--valid-src", "{w}/long.en"], "--valid-src"),
+    (["prepare", "--out", "{w}/new", "--train-src", "{w}/three.en", "--train-tgt", "{w}/two.de"], "two.de"),
+    (["prepare", "--out", "{w}/new", "--train-src", "{w}/bad.en", "--train-tgt", "{w}/two.de"], "bad.en"),
+    (["prepare", "--out", "{w}/new", "--train-src", "{w}/empty.en", "--train-tgt", "{w}/empty.de"], "empty.en"),
+    (["prepare", "--out", "{w}/mine", "--train-src", "{w}/long.en", "--train-tgt", "{w}/long.de"], "mine"),
+    (["prepare", "--out", "{w}/new", "--train-src", "{w}/long.en"], "--train-tgt"),
+    (["prepare", "--out", "{w}/new", "--train-src", "{w}/long.en", "--train-tgt", "{w}/long.de",
+      "--valid-src", "{w}/long.en"], "--valid-tgt"),
+    (["prepare", "--out", "{w}/other_data", "--train-src", "{w}/long.en", "--train-tgt", "{w}/long.de"], "--overwrite"),
+    (["prepare", "--out", "{w}/new", "--train-src", "{w}/mine", "--train-tgt", "{w}/long.de"], "folder"),
+    (["translate", *CHECKPOINT, "--alpha", "1e308"], "--alpha"),
+    (["translate", *CHECKPOINT, "--sample", "--temperature", "1e-300"], "--temperature"),
+    (["translate", *CHECKPOINT, "--input", "{w}/three.en", "--output", "{w}/three.en"], "also an input"),
+    (["evaluate", *CHECKPOINT, "--src", "{w}/long.en", "--ref", "{w}/long.de", "--hyp", "{w}/long.en"], "also an input"),
+    (["attention", *CHECKPOINT, "--src", "seven", "--out", "{w}/a.txt"], ".png"),
+    (["plot", "{w}/run", "--out", "{w}/c.txt"], ".png"),
+    (["plot", "{w}/fields"], "train_nll"),
+    (["serve", *CHECKPOINT, "--host", "999.1.1.1"], "999.1.1.1"),
+    (["serve", *CHECKPOINT, "--max-wait-ms", "1e308"], "--max-wait-ms"),
     (["params", "--preset", "huge"], "--preset"),
 ]
 

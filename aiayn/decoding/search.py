@@ -29,9 +29,11 @@ def check_deadline(deadline: float | None) -> None:
         raise DecodingTimeout("decoding took longer than the time limit")
 
 
-def max_output_lengths(src_mask: Tensor, extra: int = EXTRA_OUTPUT_LENGTH) -> Tensor:
-    """Per sentence: its source length in tokens (with <eos>) + 50."""
-    return src_mask.sum(dim=1) + extra
+def max_output_lengths(src_mask: Tensor, extra: int = EXTRA_OUTPUT_LENGTH, limit: int | None = None) -> Tensor:
+    """Per sentence: its source length in tokens (with <eos>) + 50, and at most `limit` (the
+    positions a model with learned positions has)."""
+    lengths = src_mask.sum(dim=1) + extra
+    return lengths if limit is None else lengths.clamp(max=limit)
 
 
 def length_penalty(length: int, alpha: float) -> float:
@@ -130,7 +132,7 @@ def greedy_search(
     """
     eos = model.config.eos_id
     decoder = _Decoder(model, src, use_cache)
-    limits = max_output_lengths(decoder.src_mask, extra_length)
+    limits = max_output_lengths(decoder.src_mask, extra_length, model.position_limit)
     outputs: list[list[int]] = [[] for _ in range(src.size(0))]
     alive = list(range(src.size(0)))
     last = torch.full((src.size(0),), model.config.bos_id, dtype=torch.long, device=src.device)
@@ -183,7 +185,7 @@ def beam_search(
     config = model.config
     n_sentences, k = src.size(0), beam_size
     decoder = _Decoder(model, src, use_cache)
-    limits = max_output_lengths(decoder.src_mask, extra_length).tolist()
+    limits = max_output_lengths(decoder.src_mask, extra_length, model.position_limit).tolist()
     decoder.select(torch.arange(n_sentences, device=src.device).repeat_interleave(k))
     finished: list[list[Hypothesis]] = [[] for _ in range(n_sentences)]
     alive = list(range(n_sentences))  # original index of each sentence still decoding

@@ -96,8 +96,10 @@ class Translator:
     @property
     def max_target_tokens(self) -> int:
         """Longest target (subwords) that attention() takes: the most a translation of the longest
-        source can have (§6.1: input length + 50)."""
-        return self.max_source_tokens + EXTRA_OUTPUT_LENGTH
+        source can have (§6.1: input length + 50), within the model's positions."""
+        limit = self.model.position_limit
+        cap = self.max_source_tokens + EXTRA_OUTPUT_LENGTH
+        return cap if limit is None else min(cap, limit - 1)
 
     def _pieces(self, sources: list[list[int]]) -> tuple[list[list[int]], list[int]]:
         """Split over-long sources into pieces the model can take; returns pieces and their owners."""

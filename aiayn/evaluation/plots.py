@@ -9,6 +9,10 @@ from matplotlib.figure import Figure  # no pyplot: drawing a file never switches
 from aiayn.errors import InputError
 
 
+TRAIN_FIELDS = ("step", "train_loss", "train_nll", "lr")
+VALID_FIELDS = ("step", "valid_nll", "valid_bleu")
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
@@ -18,9 +22,16 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             raise InputError(f"{path}, line {number}: not a JSON record") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{path}, line {number}: not a JSON object")
+        for kind, needed in (("train_loss", TRAIN_FIELDS), ("valid_loss", VALID_FIELDS)):
+            missing = [f for f in needed if kind in record and not isinstance(record.get(f), (int, float))]
+            if missing:
+                raise InputError(f"{path}, line {number}: no number for {', '.join(missing)}")
+        records.append(record)
     if not any("train_loss" in r for r in records):
         raise InputError(f"{path}: no training steps logged yet")
     return records

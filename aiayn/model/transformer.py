@@ -62,9 +62,15 @@ def scaled_dot_product_attention(
     about 100 keys the fused kernel is faster, and it never holds the [B, h, T_q, T_k] scores) and
     for the single query of a decoding step (the fused kernel's set-up outweighs its work there).
     """
-    # Keys and values held wider than the queries (see DecoderCache) set the dtype to work in;
-    # weights recorded for pictures are worked out in float32 (one sentence: no cost to speak of).
-    work_dtype = torch.float32 if record is not None else k.dtype
+    # Keys and values held wider than the queries (see DecoderCache) set the dtype to work in.
+    # Float32 for weights recorded for pictures (one sentence: no cost to speak of), and for a
+    # bfloat16 model on the CPU outside autocast (bfloat16 weights for decoding): there, bfloat16
+    # batched products JIT-compile a kernel for every new shape and keep it (~1 MB each), and
+    # decoding meets new shapes with every token; float32 attention costs little, and cached and
+    # uncached decoding then agree.
+    bf16_weights_on_cpu = (q.device.type == "cpu" and q.dtype == torch.bfloat16
+                           and not torch.is_autocast_enabled("cpu"))
+    work_dtype = torch.float32 if record is not None or bf16_weights_on_cpu else k.dtype
     if q.dtype != work_dtype or k.dtype != work_dtype:
         return scaled_dot_product_attention(q.to(work_dtype), k.to(work_dtype), v.to(work_dtype), mask,
                                             record).to(q.dtype)
@@ -283,11 +289,9 @@ class DecoderCache:
     `self_attention` each layer's keys/values of the target positions decoded so far, so a new
     token costs one step of the decoder, not a re-run of the prefix.
 
-    On the CPU both are kept in float32 even for a bfloat16 model, so a step's single-query
-    attention runs in float32: there, bfloat16 batched products JIT-compile a kernel per shape and
-    keep it (about 1 MB each), and a decoding step's shapes change with every token and batch, so
-    a bfloat16 server's memory grew without bound. float32 products of these thin shapes are no
-    slower, and the softmax wants float32 anyway.
+    On the CPU both are kept in float32 even for a bfloat16 model, where attention runs in float32
+    (see scaled_dot_product_attention: a bfloat16 server's memory grew with every new shape), so
+    they are converted once, not at every step.
     """
 
     cross: list[KeyValue]
@@ -396,6 +400,12 @@ class Transformer(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, mean=0.0, std=self.config.d_model ** -0.5)
+
+    @property
+    def position_limit(self) -> int | None:
+        """How many positions a sequence may have: learned positions stop at max_positions;
+        sinusoids have no limit (None)."""
+        return self.config.max_positions if self.config.positional_encoding == "learned" else None
 
     def encode(self, src: Tensor, record: AttentionMaps | None = None) -> Tensor:
         """src [B, S] -> memory [B, S, d] (the encoder output)."""

@@ -242,6 +242,21 @@ def create_app(translator: Translator, name: str, checkpoint: str = "", max_wait
     return app
 
 
+def check_address(host: str, port: int) -> None:
+    """Refuse, before loading anything, an address this machine cannot listen on."""
+    import socket
+
+    from aiayn.errors import InputError
+
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except (OSError, UnicodeError) as error:
+        raise InputError(f"--host {host} --port {port}: cannot listen there ({error})") from None
+
+
 def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, max_wait_ms: float = 5.0,
           max_batch_tokens: int = 4000, device: str = "cpu", bf16: bool = False,
           limits: ServiceLimits = LIMITS) -> None:

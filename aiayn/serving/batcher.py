@@ -20,6 +20,7 @@ class _Job:
     options: tuple[int, float]  # (beam, alpha): only jobs decoded alike share a batch
     future: asyncio.Future
     tokens: int = field(init=False)
+    deadline: float | None = None  # by when its decoding must end; set when first decoded
 
     def __post_init__(self) -> None:
         self.tokens = sum(len(s) + 1 for s in self.ids)
@@ -32,9 +33,11 @@ class DynamicBatcher:
     at a time (the baseline the benchmark compares with).
 
     Requests are served in arrival order: the oldest waiting request heads the next batch, and
-    later ones decoded alike join it while they fit; the others keep their places. Every model
-    call gets `timeout_s` seconds (DecodingTimeout after that). If a batch fails, its requests are
-    decoded again one by one, so only the one at fault fails.
+    later ones decoded alike join it while they fit; the others keep their places. A request gets
+    `timeout_s` seconds of decoding from when its batch starts (DecodingTimeout after that). If a
+    batch fails, its requests are decoded again one by one, smallest first, all within one more
+    time limit: only the request at fault fails, and a failed batch costs the model at most twice
+    the time limit.
     """
 
     def __init__(self, translator: Translator, max_wait_ms: float = 5.0, max_batch_tokens: int = 4000,
@@ -116,20 +119,29 @@ class DynamicBatcher:
             self.pending.remove(job)
         return jobs
 
-    def _decode(self, sentences: list[list[int]], beam: int, alpha: float) -> list[list[int]]:
-        found = self.translator.translate_ids(sentences, beam=beam, alpha=alpha, deadline=self.deadline())
+    def _decode(self, sentences: list[list[int]], beam: int, alpha: float, deadline: float | None) -> list[list[int]]:
+        found = self.translator.translate_ids(sentences, beam=beam, alpha=alpha, deadline=deadline)
         return [h[0].tokens for h in found]
 
     async def _run(self, jobs: list[_Job]) -> None:
+        jobs = [job for job in jobs if not job.future.done()]  # callers that went away need nothing
+        if not jobs:
+            return
+        for job in jobs:
+            job.deadline = job.deadline or self.deadline()
         beam, alpha = jobs[0].options
+        deadline = None if self.timeout_s is None else min(job.deadline for job in jobs)
         try:
-            found = await self.call(self._decode, [s for job in jobs for s in job.ids], beam, alpha)
+            found = await self.call(self._decode, [s for job in jobs for s in job.ids], beam, alpha, deadline)
         except Exception as error:  # noqa: BLE001 - a failure belongs to the request at fault only
             if len(jobs) == 1:
                 if not jobs[0].future.done():
                     jobs[0].future.set_exception(error)
                 return
-            for job in jobs:  # find the one at fault: each again, alone
+            # Find the one at fault: each again, alone, smallest first, all within one more time limit.
+            retry_deadline = self.deadline()
+            for job in sorted(jobs, key=lambda job: job.tokens):
+                job.deadline = retry_deadline
                 await self._run([job])
             return
         self.batches += 1

@@ -19,7 +19,7 @@ def start_server(checkpoint: str, *extra: str, timeout_s: float = 120.0) -> tupl
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     # The server's log goes to a file: a pipe nobody reads would fill up and stall the server.
-    log = tempfile.TemporaryFile()
+    log = open(os.environ["AIAYN_SERVER_LOG"], "w+b") if os.environ.get("AIAYN_SERVER_LOG") else tempfile.TemporaryFile()
     process = subprocess.Popen([sys.executable, "-m", "aiayn.cli", "serve", "--checkpoint", str(checkpoint),
                                 "--port", str(port), *extra], stdout=log, stderr=subprocess.STDOUT,
                                env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")})

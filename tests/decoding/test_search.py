@@ -92,6 +92,7 @@ class MarkovModel(nn.Module):
     def __init__(self, table: list[list[float]]):
         super().__init__()
         self.config = ModelConfig(vocab_size=5, d_model=2, n_heads=1)
+        self.position_limit = None
         self.table = torch.tensor(table, dtype=torch.float).log_softmax(dim=-1)
         self.steps = 0
 

@@ -26,7 +26,7 @@ def server(trained_run: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def bf16_server(trained_run: Path) -> Iterator[tuple[str, int]]:
     """A --bf16 server with a short time limit per request, and its process id."""
-    process, url = start_server(trained_run, "--bf16", "--timeout", "0.5", "--max-batch-tokens", "100000")
+    process, url = start_server(trained_run, "--bf16", "--timeout", "2", "--max-batch-tokens", "100000")
     yield url, process.pid
     process.terminate()
     process.wait(timeout=90)

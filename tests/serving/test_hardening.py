@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -166,25 +167,26 @@ def test_a_bf16_server_survives_long_non_latin_input_on_every_endpoint(bf16_serv
     sentences = ["seven", "twenty-one thousand", "nine hundred ninety-nine"]
     expected = Translator.from_checkpoint(trained_run, bf16=True).translate(sentences, beam=4)
     assert post(url, "/v1/translate", {"text": sentences}).json()["translations"] == expected
-    before = rss_mb(pid)
     long = at_limit(NON_LATIN)
-    requests = [
+    requests = [  # at the limits (the first is cut off by the time limit), and long ones that finish
         ("/v1/translate", {"text": [long] * 64, "beam": 16}),
-        ("/v1/translate", {"text": [at_limit(NON_LATIN[i % len(NON_LATIN):] + NON_LATIN) for i in range(64)], "beam": 1}),
+        ("/v1/translate", {"text": [at_limit(NON_LATIN[i % 9:] + NON_LATIN, 60) for i in range(4)], "beam": 4}),
         ("/v1/attention", {"src": long, "tgt": long, "beam": 16}),
-        ("/v1/attention", {"src": long, "maps": "cross", "beam": 2}),
+        ("/v1/attention", {"src": at_limit(NON_LATIN, 300), "maps": "cross", "beam": 2}),
         ("/v1/attention", {"src": long, "tgt": long, "maps": "all"}),
     ]
-    codes = []
+    codes, rss = [], [rss_mb(pid)]
     for i in range(100):
-        path, body = requests[i % len(requests)]
+        path, body = requests[0] if i % 20 == 0 else requests[1 + i % 4]
         response = post(url, path, body)
         codes.append(response.status_code)
         assert response.status_code in (200, 413, 503), response.text
+        rss.append(rss_mb(pid))
     for path in ("/v1/model", "/healthz", "/"):
         assert httpx.get(url + path).status_code == 200
-    after = rss_mb(pid)
-    print(f"\n--bf16 server RSS: {before:.0f} MB before, {after:.0f} MB after 100 long non-Latin requests "
-          f"(+{after - before:.0f} MB); statuses {sorted(set(codes))}")
-    assert after - before < 200
+    print(f"\n--bf16 server RSS: {rss[0]:.0f} MB before, {rss[50]:.0f} MB after 50 and {rss[100]:.0f} MB after 100 "
+          f"long non-Latin requests (+{rss[100] - rss[0]:.0f} MB); statuses {dict(Counter(codes))}")
+    assert codes.count(200) >= 60 and codes.count(503) >= 5
+    assert rss[100] - rss[0] < 200
+    assert rss[100] - rss[50] < 30  # no growth once every kind of request has been seen
     assert post(url, "/v1/translate", {"text": sentences}).json()["translations"] == expected
