@@ -2,7 +2,8 @@
 
     model.safetensors          weights (safetensors: loading never runs pickled code)
     config.json                {"model": ModelConfig, ...}
-    tokenizer.model            the SentencePiece model
+    tokenizer.model            the SentencePiece model (imported Marian models: source.spm,
+                               target.spm and vocab.json instead, aiayn.data.marian_vocab)
     training_state.json        step, data position, ...      (training checkpoints only)
     training_state.safetensors optimizer moments, RNG states (training checkpoints only)
 
@@ -24,7 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from aiayn.data.tokenizer import Tokenizer
+from aiayn.data.marian_vocab import AnyTokenizer, load_tokenizer_files, save_tokenizer_files
 from aiayn.model import ModelConfig, Transformer
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -56,7 +57,7 @@ def _fsync_file(path: Path) -> None:
 
 
 def save_checkpoint(
-    directory: Path, model: Transformer, tokenizer: Tokenizer, extra_config: dict[str, Any] | None = None,
+    directory: Path, model: Transformer, tokenizer: AnyTokenizer, extra_config: dict[str, Any] | None = None,
     state: dict[str, Any] | None = None, state_tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a checkpoint atomically (temporary directory + rename) and return its path."""
@@ -67,7 +68,7 @@ def save_checkpoint(
     partial.mkdir()
     save_model(model, str(partial / "model.safetensors"))  # writes a shared matrix once
     _write_json(partial / "config.json", {"model": model.config.to_dict(), **(extra_config or {})})
-    tokenizer.save(partial / "tokenizer.model")
+    save_tokenizer_files(tokenizer, partial)
     if state is not None:
         _write_json(partial / "training_state.json", state)
         save_file({k: v.contiguous() for k, v in (state_tensors or {}).items()}, str(partial / "training_state.safetensors"))
@@ -99,7 +100,7 @@ def read_config(directory: Path) -> dict[str, Any]:
     return _read_json(Path(directory) / "config.json")
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[Transformer, Tokenizer, dict[str, Any]]:
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[Transformer, AnyTokenizer, dict[str, Any]]:
     """Model (in eval mode), tokenizer and config of a checkpoint directory or a run directory."""
     directory = resolve_checkpoint(path)
     config = read_config(directory)
@@ -118,11 +119,10 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     if missing or unexpected:
         raise CheckpointError(f"{weights}: weights do not match the config "
                               f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
-    tokenizer_path = directory / "tokenizer.model"
     try:
-        tokenizer = Tokenizer.load(tokenizer_path)
+        tokenizer = load_tokenizer_files(directory)
     except (OSError, RuntimeError, ValueError) as error:
-        raise CheckpointError(f"{tokenizer_path}: missing or corrupt ({error})") from None
+        raise CheckpointError(f"{directory}: tokenizer missing or corrupt ({error})") from None
     return model.to(device).eval(), tokenizer, config
 
 

@@ -65,9 +65,9 @@ class Batch:
         return Batch(self.src.to(device), self.tgt_in.to(device), self.tgt_out.to(device))
 
 
-def pad(rows: list[list[int]]) -> Tensor:
-    """Right-pad rows of ids with PAD_ID into a [len(rows), longest] LongTensor."""
-    out = torch.full((len(rows), max(map(len, rows), default=0)), PAD_ID, dtype=torch.long)
+def pad(rows: list[list[int]], pad_id: int = PAD_ID) -> Tensor:
+    """Right-pad rows of ids with pad_id (an imported model's may differ) into a [len(rows), longest] LongTensor."""
+    out = torch.full((len(rows), max(map(len, rows), default=0)), pad_id, dtype=torch.long)
     for i, row in enumerate(rows):
         out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
     return out

@@ -16,7 +16,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from aiayn.data.batching import pad
-from aiayn.data.tokenizer import BOS_ID, EOS_ID, Tokenizer
+from aiayn.data.marian_vocab import AnyTokenizer
 from aiayn.decoding.search import EXTRA_OUTPUT_LENGTH, Hypothesis, Sampling, beam_search, greedy_search
 from aiayn.model import AttentionMaps, Transformer
 
@@ -60,7 +60,7 @@ class AttentionResult:
 class Translator:
     """A model with its tokenizer, translating lists of raw sentences."""
 
-    def __init__(self, model: Transformer, tokenizer: Tokenizer, config: dict | None = None):
+    def __init__(self, model: Transformer, tokenizer: AnyTokenizer, config: dict | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config or {"model": model.config.to_dict()}
@@ -114,9 +114,10 @@ class Translator:
         results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0, True)] for _ in pieces]
         todo = [i for i, p in enumerate(pieces) if p]
         batches = length_sorted_batches([len(pieces[i]) + 1 for i in todo], batch_tokens, beam)
+        eos, pad_id = self.model.config.eos_id, self.model.config.pad_id  # an imported model's ids may differ from 2, 0
         for batch in tqdm(batches, desc="translating", unit="batch", file=sys.stderr, disable=not progress):
             rows = [todo[k] for k in batch]
-            src = pad([pieces[i] + [EOS_ID] for i in rows]).to(self.device)
+            src = pad([pieces[i] + [eos] for i in rows], pad_id).to(self.device)
             if beam > 1 or n_best > 1:
                 found = beam_search(self.model, src, beam, alpha, n_best, no_repeat_ngram_size=no_repeat_ngram_size)
             else:
@@ -153,12 +154,13 @@ class Translator:
         tgt_ids = (self.tokenizer.encode([tgt])[0] if tgt is not None
                    else self.translate_ids([src_ids], beam=beam)[0][0].tokens)
         maps = AttentionMaps()
-        source = torch.tensor([src_ids + [EOS_ID]], device=self.device)
-        target_in = torch.tensor([[BOS_ID] + tgt_ids], device=self.device)
+        eos, bos = self.model.config.eos_id, self.model.config.bos_id
+        source = torch.tensor([src_ids + [eos]], device=self.device)
+        target_in = torch.tensor([[bos] + tgt_ids], device=self.device)
         self.model(source, target_in, record=maps)
         return AttentionResult(
-            source_tokens=self.tokenizer.pieces(src_ids + [EOS_ID]),
-            target_tokens=self.tokenizer.pieces(tgt_ids + [EOS_ID]),
+            source_tokens=self.tokenizer.pieces(src_ids + [eos]),
+            target_tokens=self.tokenizer.pieces(tgt_ids + [eos]),
             translation=self.tokenizer.decode([tgt_ids])[0],
             encoder=[m[0].float().cpu() for m in maps.encoder],
             decoder_self=[m[0].float().cpu() for m in maps.decoder_self],
