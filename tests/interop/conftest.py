@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-transformers = pytest.importorskip("transformers", reason="the interop extra (pip install -e '.[interop]')")
+pytest.importorskip("transformers", reason="the interop extra (pip install -e '.[interop]')")
 pytest.importorskip("ctranslate2", reason="the interop extra (pip install -e '.[interop]')")
 
 from aiayn.data.corpus import read_lines  # noqa: E402
@@ -105,3 +105,13 @@ def build_marian_folder(directory: Path, multi30k_dir: Path, seed: int = 0, **co
 @pytest.fixture(scope="session")
 def marian_dir(multi30k_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_marian_folder(tmp_path_factory.mktemp("marian") / "opus-mt-de-en", multi30k_dir)
+
+
+@pytest.fixture(scope="session")
+def imported(marian_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`marian_dir` imported with the command line."""
+    from aiayn.cli import main
+
+    out = tmp_path_factory.mktemp("import") / "opus-mt-de-en"
+    assert main(["import", "--from", "huggingface", str(marian_dir), "--out", str(out)]) == 0
+    return out

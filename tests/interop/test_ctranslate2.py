@@ -29,7 +29,8 @@ def translator(trained_run: Path) -> Translator:
     return Translator.from_checkpoint(trained_run)
 
 
-def ct2_translate(folder: Path, texts: list[str], **options) -> tuple[list[str], list]:
+def ct2_translate(folder: Path, texts: list[str], suppress: list[list[str]] | None = None,
+                  **options) -> tuple[list[str], list]:
     """Raw text -> raw text the way the README shows, with ctranslate2 and sentencepiece only;
     also the results (for their logits)."""
     import ctranslate2
@@ -39,16 +40,16 @@ def ct2_translate(folder: Path, texts: list[str], **options) -> tuple[list[str],
     target = spm.SentencePieceProcessor(model_file=str(folder / "target.spm"))
     pieces = [source.encode(text, out_type=str) + ["</s>"] for text in texts]
     results = ctranslate2.Translator(str(folder), device="cpu", intra_threads=2).translate_batch(
-        pieces, beam_size=1, suppress_sequences=[["<pad>"], ["<s>"]],
+        pieces, beam_size=1, suppress_sequences=suppress or [["<pad>"], ["<s>"]], min_decoding_length=0,
         max_decoding_length=max(map(len, pieces)) + EXTRA_OUTPUT_LENGTH, **options)
     return [target.decode(r.hypotheses[0]) for r in results], results
 
 
-def ct2_max_logit_difference(translator: Translator, folder: Path, texts: list[str]) -> float:
+def ct2_max_logit_difference(translator: Translator, folder: Path, texts: list[str],
+                             suppress: list[list[str]] | None = None) -> float:
     """CTranslate2's logits of every step of its greedy outputs against aiayn's, teacher-forced
-    on the same outputs; the tokens CTranslate2 masks (-3.4e38: </s> at step 0, the suppressed
-    ones) are left out."""
-    _, results = ct2_translate(folder, texts, return_logits_vocab=True, return_end_token=True)
+    on the same outputs; the tokens CTranslate2 masks (-3.4e38: the suppressed ones) are left out."""
+    _, results = ct2_translate(folder, texts, suppress, return_logits_vocab=True, return_end_token=True)
     vocab = {p: i for i, p in enumerate(translator.tokenizer.pieces(list(range(translator.tokenizer.vocab_size))))}
     c = translator.model.config
     sources = translator.tokenizer.encode(texts)
@@ -105,3 +106,32 @@ def test_variants_export_with_the_same_logits(translator: Translator, tmp_path: 
     random = Translator(model, translator.tokenizer)
     out = write_ctranslate2(model, translator.tokenizer, tmp_path / "ct2")
     assert ct2_max_logit_difference(random, out, number_sentences[:10]) < TOLERANCE
+
+
+def test_an_imported_marian_checkpoint_exports_with_its_own_vocabulary(imported: Path, tmp_path: Path,
+                                                                       german_sentences: list[str]) -> None:
+    """Marian's ids (</s> 0, decoder start <pad>) and its two SentencePiece models travel along."""
+    import ctranslate2
+    import sentencepiece as spm
+
+    translator = Translator.from_checkpoint(imported)
+    out = tmp_path / "ct2"
+    assert main(["export", "--checkpoint", str(imported), "--to", "ctranslate2", str(out)]) == 0
+    assert (out / "source.spm").read_bytes() == (imported / "source.spm").read_bytes()
+    assert (out / "target.spm").read_bytes() == (imported / "target.spm").read_bytes()
+    source = spm.SentencePieceProcessor(model_file=str(out / "source.spm"))
+    pieces = [source.encode(text, out_type=str) + ["</s>"] for text in german_sentences]
+    results = ctranslate2.Translator(str(out), device="cpu", intra_threads=2).translate_batch(
+        pieces, beam_size=1, suppress_sequences=[["<pad>"]], min_decoding_length=0,
+        max_decoding_length=max(map(len, pieces)) + EXTRA_OUTPUT_LENGTH)
+    vocab = translator.tokenizer.vocab
+    sources = translator.tokenizer.encode(german_sentences)
+    ours = [h[0].tokens for h in translator.translate_ids(sources, beam=1)]
+    # One length cap per batch in CTranslate2: cut each output at aiayn's cap (its source + </s> + 50).
+    outputs = [r.hypotheses[0][: len(s) + 1 + EXTRA_OUTPUT_LENGTH] for r, s in zip(results, sources)]
+    assert [[vocab[p] for p in output] for output in outputs] == ours
+    # Raw text as MarianTokenizer decodes: a shared-vocabulary piece may be unknown to target.spm.
+    target = spm.SentencePieceProcessor(model_file=str(out / "target.spm"))
+    texts = [target.decode(output).replace("\u2581", " ").strip() for output in outputs]
+    assert texts == translator.tokenizer.decode(ours)
+    assert ct2_max_logit_difference(translator, out, german_sentences[:10], suppress=[["<pad>"]]) < TOLERANCE

@@ -125,13 +125,6 @@ def test_export_refuses_a_non_empty_out_and_leaves_it_alone(trained_run: Path, t
 # ----------------------------------------------------------------------------- import
 
 @pytest.fixture(scope="module")
-def imported(marian_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("import") / "opus-mt-de-en"
-    assert main(["import", "--from", "huggingface", str(marian_dir), "--out", str(out)]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
 def marian(marian_dir: Path):
     from transformers import MarianMTModel, MarianTokenizer
 
@@ -195,6 +188,22 @@ def test_imported_checkpoint_serves_translations_and_attention(imported: Path, g
         assert response.json()["translations"] == translator.translate(german_sentences[:2], beam=1)
         response = client.post("/v1/attention", json={"src": german_sentences[0]})
         assert response.status_code == 200 and response.json()["source_tokens"][-1] == "</s>"
+
+
+def test_an_imported_checkpoint_exports_back_to_the_same_marian_folder(imported: Path, marian_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    out = tmp_path / "again"
+    assert main(["export", "--checkpoint", str(imported), "--to", "huggingface", str(out)]) == 0
+    original, again = load_file(marian_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    assert original.keys() == again.keys() and all(torch.equal(original[k], again[k]) for k in original)
+    for name in ("source.spm", "target.spm"):
+        assert (out / name).read_bytes() == (marian_dir / name).read_bytes()
+    assert json.loads((out / "vocab.json").read_text()) == json.loads((marian_dir / "vocab.json").read_text())
+    config, marian = (json.loads((d / "config.json").read_text()) for d in (out, marian_dir))
+    for field in ("activation_function", "decoder_start_token_id", "eos_token_id", "pad_token_id", "d_model"):
+        assert config[field] == marian[field]
 
 
 def _break(directory: Path, problem: str) -> str:
