@@ -39,7 +39,7 @@ def marian_model(model: Transformer) -> "MarianMTModel":
     hf = transformers.MarianMTModel(transformers.MarianConfig(**to_marian_config(model.config))).eval()
     missing, unexpected = hf.load_state_dict(to_marian_state(model), strict=False)
     # Marian computes its position tables (now in the same layout as ours) and ties the embedding copies.
-    expected_missing = {*POSITION_TABLES, *EMBEDDING_COPIES} | ({"final_logits_bias"} if not model.config.output_bias else set())
+    expected_missing = {*POSITION_TABLES, *EMBEDDING_COPIES, *([] if model.config.output_bias else ["final_logits_bias"])}
     if unexpected or set(missing) - expected_missing:
         raise RuntimeError(f"Marian conversion left weights unset: missing {missing}, unexpected {unexpected}")
     return hf
