@@ -156,12 +156,12 @@ def _export(args: argparse.Namespace) -> int:
     from aiayn.interop import InteropError, export_ctranslate2, export_huggingface
     from aiayn.interop.common import require_empty
 
+    if args.quantization and args.to != "ctranslate2":
+        raise InteropError("--quantization is for --to ctranslate2 (a Hugging Face export keeps float32 weights)")
     require_empty(Path(args.out))  # before any work or message
     checkpoint = resolve_checkpoint(args.checkpoint, announce=True)
     if args.to == "ctranslate2":
         out = export_ctranslate2(checkpoint, args.out, args.quantization)
-    elif args.quantization:
-        raise InteropError("--quantization is for --to ctranslate2 (a Hugging Face export keeps float32 weights)")
     else:
         out = export_huggingface(checkpoint, args.out)
     print(f"wrote {out}")

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 PositionalEncoding = Literal["sinusoidal", "learned"]
 NormPlacement = Literal["post", "pre"]
 Activation = Literal["relu", "swish", "gelu"]
-ACTIVATIONS = ("relu", "swish", "gelu")
+ACTIVATIONS = get_args(Activation)
 
 
 @dataclass(frozen=True)
