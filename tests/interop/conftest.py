@@ -50,7 +50,7 @@ def marian_vocab(source_proto: bytes, target_proto: bytes) -> dict[str, int]:
     return {piece: i for i, piece in enumerate(["</s>", "<unk>", *pieces, "<pad>"])}
 
 
-def build_marian_folder(directory: Path, multi30k_dir: Path, seed: int = 0, **config_overrides) -> Path:
+def build_marian_folder(directory: Path, multi30k_dir: Path) -> Path:
     """A small MarianMTModel (swish, 2+2 layers, d_model 32) with random weights and a random
     non-zero final_logits_bias, saved with save_pretrained beside source.spm (German),
     target.spm (English) and vocab.json, as MarianTokenizer.save_pretrained writes them."""
@@ -68,14 +68,15 @@ def build_marian_folder(directory: Path, multi30k_dir: Path, seed: int = 0, **co
                     source_lang="de", target_lang="en").save_pretrained(directory)
 
     pad = len(vocab) - 1
-    values = dict(vocab_size=len(vocab), decoder_vocab_size=len(vocab), d_model=32, encoder_layers=2,
-                  decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
-                  decoder_ffn_dim=64, activation_function="swish", scale_embedding=True, max_position_embeddings=512,
-                  pad_token_id=pad, decoder_start_token_id=pad, eos_token_id=0, forced_eos_token_id=0,
-                  share_encoder_decoder_embeddings=True, tie_word_embeddings=True, static_position_embeddings=True,
-                  normalize_before=False, normalize_embedding=False)
-    generator = torch.Generator().manual_seed(seed)
-    model = MarianMTModel(MarianConfig(**{**values, **config_overrides}))
+    # An OPUS-MT config.json's fields, at a small size.
+    config = MarianConfig(
+        vocab_size=len(vocab), decoder_vocab_size=len(vocab), d_model=32, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        activation_function="swish", scale_embedding=True, max_position_embeddings=512, pad_token_id=pad,
+        decoder_start_token_id=pad, eos_token_id=0, forced_eos_token_id=0, share_encoder_decoder_embeddings=True,
+        tie_word_embeddings=True, static_position_embeddings=True, normalize_before=False, normalize_embedding=False)
+    generator = torch.Generator().manual_seed(0)
+    model = MarianMTModel(config)
     with torch.no_grad():
         # Random weights far from HF's init_std 0.02 (near-uniform outputs): unit-variance
         # embeddings and value/output/feed-forward projections at twice Xavier's scale make the
