@@ -1,5 +1,17 @@
 """aiayn: the Transformer of "Attention Is All You Need" (Vaswani et al., 2017)."""
+from typing import Any
+
 from aiayn.model import ModelConfig, Transformer
 
-__all__ = ["ModelConfig", "Transformer"]
+__all__ = ["ModelConfig", "Transformer", "Translator"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # `from aiayn import Translator` loads decoding (and its tokenizers) on first use only, so that
+    # `import aiayn` stays light.
+    if name == "Translator":
+        from aiayn.decoding.translator import Translator
+
+        return Translator
+    raise AttributeError(f"module 'aiayn' has no attribute {name!r}")

@@ -2,7 +2,8 @@
 
     model.safetensors          weights (safetensors: loading never runs pickled code)
     config.json                {"model": ModelConfig, ...}
-    tokenizer.model            the SentencePiece model
+    tokenizer.model            the SentencePiece model (imported Marian models: source.spm,
+                               target.spm and vocab.json instead, aiayn.data.marian_vocab)
     training_state.json        step, data position, ...      (training checkpoints only)
     training_state.safetensors optimizer moments, RNG states (training checkpoints only)
 
@@ -24,6 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from aiayn.data.marian_vocab import AnyTokenizer, load_tokenizer_files, save_tokenizer_files
 from aiayn.data.tokenizer import Tokenizer
 from aiayn.errors import InputError
 from aiayn.files import building, holds_only, recover_hidden, remove_tree
@@ -50,7 +52,7 @@ def _fsync_file(path: Path) -> None:
 
 
 def save_checkpoint(
-    directory: Path, model: Transformer, tokenizer: Tokenizer, extra_config: dict[str, Any] | None = None,
+    directory: Path, model: Transformer, tokenizer: AnyTokenizer, extra_config: dict[str, Any] | None = None,
     state: dict[str, Any] | None = None, state_tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a checkpoint atomically (temporary directory + rename) and return its path. An
@@ -59,7 +61,7 @@ def save_checkpoint(
     with building(directory, owned=is_checkpoint) as partial:
         save_model(model, str(partial / "model.safetensors"))  # writes a shared matrix once
         _write_json(partial / "config.json", {"model": model.config.to_dict(), **(extra_config or {})})
-        tokenizer.save(partial / "tokenizer.model")
+        save_tokenizer_files(tokenizer, partial)
         if state is not None:
             _write_json(partial / "training_state.json", state)
             save_file({k: v.contiguous() for k, v in (state_tensors or {}).items()},
@@ -115,14 +117,18 @@ def load_tokenizer(path: Path) -> Tokenizer:
         raise CheckpointError(f"{path}: missing or corrupt ({error})") from None
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[Transformer, Tokenizer, dict[str, Any]]:
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[Transformer, AnyTokenizer, dict[str, Any]]:
     """Model (in eval mode), tokenizer and config of a checkpoint directory or a run directory."""
     directory = resolve_checkpoint(path)
     config = read_config(directory)
     model_config = model_config_of(config, directory / "config.json")
-    tokenizer = load_tokenizer(directory / "tokenizer.model")
+    try:
+        tokenizer = load_tokenizer_files(directory)
+    except (OSError, RuntimeError, ValueError) as error:
+        raise CheckpointError(f"{directory}: tokenizer missing or corrupt ({error})") from None
     if tokenizer.vocab_size != model_config.vocab_size:
-        raise CheckpointError(f"{directory / 'tokenizer.model'}: {tokenizer.vocab_size} pieces, but "
+        vocabulary = "tokenizer.model" if isinstance(tokenizer, Tokenizer) else "vocab.json"
+        raise CheckpointError(f"{directory / vocabulary}: {tokenizer.vocab_size} pieces, but "
                               f"{directory / 'config.json'} says vocab_size {model_config.vocab_size}; "
                               "the tokenizer does not belong to this model")
     weights = directory / "model.safetensors"

@@ -21,6 +21,7 @@ import json
 import multiprocessing
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,104 +34,20 @@ from aiayn.data.corpus import read_lines
 from aiayn.data.tokenizer import EOS_ID
 from aiayn.decoding.search import beam_search, greedy_search
 from aiayn.decoding.translator import Translator
+from aiayn.interop import marian_model, write_ctranslate2
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
 
 
-def to_marian(translator: Translator):
-    """The same network as a transformers MarianMTModel (post-norm, ReLU, tied embeddings, sqrt(d)
-    scaling); our interleaved sinusoids are copied into its position tables."""
-    from transformers import MarianConfig, MarianMTModel
-
-    c = translator.model.config
-    config = MarianConfig(
-        vocab_size=c.vocab_size, decoder_vocab_size=c.vocab_size, d_model=c.d_model,
-        encoder_layers=c.n_encoder_layers, decoder_layers=c.n_decoder_layers,
-        encoder_attention_heads=c.n_heads, decoder_attention_heads=c.n_heads,
-        encoder_ffn_dim=c.d_ff, decoder_ffn_dim=c.d_ff, activation_function="relu", dropout=0.0,
-        max_position_embeddings=c.max_positions, scale_embedding=True, share_encoder_decoder_embeddings=True,
-        tie_word_embeddings=True, pad_token_id=c.pad_id, eos_token_id=c.eos_id, bos_token_id=c.bos_id,
-        decoder_start_token_id=c.bos_id, forced_eos_token_id=None)
-    hf = MarianMTModel(config).eval()
-    ours = translator.model
-    state = {}
-    table = ours.source_embeddings.positions.table[: c.max_positions]
-    state["model.shared.weight"] = ours.source_embeddings.tokens.weight
-    for side in ("encoder", "decoder"):
-        state[f"model.{side}.embed_tokens.weight"] = ours.source_embeddings.tokens.weight
-        state[f"model.{side}.embed_positions.weight"] = table
-    state["lm_head.weight"] = ours.output_projection.weight
-
-    def attention(prefix: str, module) -> None:
-        d = c.d_model
-        state[f"{prefix}.q_proj.weight"], state[f"{prefix}.q_proj.bias"] = module.q_proj.weight, module.q_proj.bias
-        state[f"{prefix}.k_proj.weight"], state[f"{prefix}.k_proj.bias"] = module.kv_proj.weight[:d], module.kv_proj.bias[:d]
-        state[f"{prefix}.v_proj.weight"], state[f"{prefix}.v_proj.bias"] = module.kv_proj.weight[d:], module.kv_proj.bias[d:]
-        state[f"{prefix}.out_proj.weight"], state[f"{prefix}.out_proj.bias"] = module.out_proj.weight, module.out_proj.bias
-
-    def norm(prefix: str, module) -> None:
-        state[f"{prefix}.weight"], state[f"{prefix}.bias"] = module.weight, module.bias
-
-    def ffn(prefix: str, layer) -> None:
-        for ours_name, hf_name in (("linear1", "fc1"), ("linear2", "fc2")):
-            linear = getattr(layer.feed_forward, ours_name)
-            state[f"{prefix}.{hf_name}.weight"], state[f"{prefix}.{hf_name}.bias"] = linear.weight, linear.bias
-        norm(f"{prefix}.final_layer_norm", layer.feed_forward_residual.norm)
-
-    for i, layer in enumerate(ours.encoder.layers):
-        p = f"model.encoder.layers.{i}"
-        attention(f"{p}.self_attn", layer.self_attention)
-        norm(f"{p}.self_attn_layer_norm", layer.self_attention_residual.norm)
-        ffn(p, layer)
-    for i, layer in enumerate(ours.decoder.layers):
-        p = f"model.decoder.layers.{i}"
-        attention(f"{p}.self_attn", layer.self_attention)
-        norm(f"{p}.self_attn_layer_norm", layer.self_attention_residual.norm)
-        attention(f"{p}.encoder_attn", layer.cross_attention)
-        norm(f"{p}.encoder_attn_layer_norm", layer.cross_attention_residual.norm)
-        ffn(p, layer)
-    missing, unexpected = hf.load_state_dict({k: v.detach().clone() for k, v in state.items()}, strict=False)
-    assert not unexpected and set(missing) <= {"final_logits_bias"}, (missing, unexpected)
-    return hf
-
-
-def to_ctranslate2(hf, translator: Translator, out: Path) -> Path:
-    """Convert the Marian copy with CTranslate2's own Marian loader, minus its two Marian-only
-    assumptions (a zero-embedding decoder start and a trailing <pad> row): ours starts from <s>."""
-    from ctranslate2.converters.converter import Converter
-    from ctranslate2.converters.transformers import BartLoader
-
-    class Loader(BartLoader):
-        def get_model_spec(self, model):
-            model.config.normalize_before = False
-            model.config.normalize_embedding = False
-            return super().get_model_spec(model)
-
-    class Pieces:
-        def __init__(self, pieces: list[str]):
-            self.pieces = pieces
-            self.bos_token, self.eos_token, self.unk_token = pieces[1], pieces[2], pieces[3]
-
-        def get_vocab(self) -> dict[str, int]:
-            return {p: i for i, p in enumerate(self.pieces)}
-
-        def convert_ids_to_tokens(self, index: int) -> str:
-            return self.pieces[index]
-
-    class Direct(Converter):
-        def _load(self):
-            return Loader()(hf, Pieces(translator.tokenizer.pieces(list(range(translator.tokenizer.vocab_size)))))
-
-    return Path(Direct().convert(str(out), force=True))
-
-
-def ct2_worker(conn, checkpoint: str, model_dir: str, batches: list[list[list[str]]], pieces: dict[str, int]) -> None:
+def ct2_worker(conn, checkpoint: str, batches: list[list[list[str]]], pieces: dict[str, int]) -> None:
     """Convert the checkpoint, then serve CTranslate2 decoding requests (a beam size) with the outputs as ids."""
     import ctranslate2
 
     translator = Translator.from_checkpoint(checkpoint)
-    to_ctranslate2(to_marian(translator), translator, Path(model_dir))
-    ct2 = ctranslate2.Translator(model_dir, device="cpu", compute_type="float32", intra_threads=2, inter_threads=1)
+    with tempfile.TemporaryDirectory() as tmp:  # CTranslate2 holds the model in memory once loaded
+        model_dir = write_ctranslate2(translator.model, translator.tokenizer, Path(tmp) / "ct2")
+        ct2 = ctranslate2.Translator(str(model_dir), device="cpu", compute_type="float32", intra_threads=2,
+                                     inter_threads=1)
     conn.send("ready")
     while (beam := conn.recv()) is not None:
         out = []
@@ -164,7 +81,7 @@ def main() -> None:
     tensors = [pad([s + [EOS_ID] for s in b]) for b in batches]
     model = translator.model
 
-    hf = to_marian(translator)
+    hf = marian_model(translator.model)
     with torch.no_grad():
         x = tensors[0]
         tgt = torch.full((x.size(0), 5), model.config.bos_id)
@@ -179,7 +96,7 @@ def main() -> None:
     if "ct2" in a.systems:
         ctx = multiprocessing.get_context("spawn")
         ct2_conn, child = ctx.Pipe()
-        ctx.Process(target=ct2_worker, args=(child, str(checkpoint), "bench/out/ct2_model", ct2_src, pieces),
+        ctx.Process(target=ct2_worker, args=(child, str(checkpoint), ct2_src, pieces),
                     daemon=True).start()
         assert ct2_conn.recv() == "ready"
 

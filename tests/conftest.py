@@ -43,6 +43,6 @@ def trained_run(number_corpus: dict[str, Path], tmp_path_factory: pytest.TempPat
     run = tmp_path_factory.mktemp("trained") / "run"
     config = TrainConfig(train_src=str(number_corpus["train_en"]), train_tgt=str(number_corpus["train_de"]),
                          source_lang="en", target_lang="de", vocab_size=300, batch_tokens=1500, warmup_steps=30,
-                         lr_scale=0.3, max_steps=120, eval_every=10**6, save_every=60, log_every=20, seed=3)
+                         lr_scale=0.3, max_steps=400, eval_every=10**6, save_every=200, log_every=20, seed=3)
     train(run, ModelConfig.preset("tiny", d_model=64, d_ff=128, dropout=0.0), config)
     return run

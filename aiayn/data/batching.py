@@ -104,11 +104,12 @@ class Batch:
         return Batch(self.src.pin_memory(), self.tgt_in.pin_memory(), self.tgt_out.pin_memory())
 
 
-def pad(rows: Sequence[Sequence[int]], before: int | None = None, after: int | None = None) -> Tensor:
-    """Right-pad rows of ids with PAD_ID into a [len(rows), longest] LongTensor, with an optional
-    token before and after each row."""
+def pad(rows: Sequence[Sequence[int]], before: int | None = None, after: int | None = None,
+        pad_id: int = PAD_ID) -> Tensor:
+    """Right-pad rows of ids with pad_id (an imported model's may differ) into a [len(rows), longest]
+    LongTensor, with an optional token before and after each row."""
     extra = (before is not None) + (after is not None)
-    out = np.full((len(rows), max((len(r) for r in rows), default=0) + extra), PAD_ID, dtype=np.int64)
+    out = np.full((len(rows), max((len(r) for r in rows), default=0) + extra), pad_id, dtype=np.int64)
     for i, row in enumerate(rows):
         start = 0
         if before is not None:

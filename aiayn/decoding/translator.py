@@ -16,7 +16,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from aiayn.data.batching import pad
-from aiayn.data.tokenizer import BOS_ID, EOS_ID, Tokenizer
+from aiayn.data.marian_vocab import AnyTokenizer
 from aiayn.decoding.search import EXTRA_OUTPUT_LENGTH, Hypothesis, Sampling, beam_search, check_deadline, greedy_search
 from aiayn.model import AttentionMaps, Transformer
 
@@ -64,7 +64,7 @@ class AttentionResult:
 class Translator:
     """A model with its tokenizer, translating lists of raw sentences."""
 
-    def __init__(self, model: Transformer, tokenizer: Tokenizer, config: dict | None = None):
+    def __init__(self, model: Transformer, tokenizer: AnyTokenizer, config: dict | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config or {"model": model.config.to_dict()}
@@ -127,9 +127,10 @@ class Translator:
         results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0, True)] for _ in pieces]
         todo = [i for i, p in enumerate(pieces) if p]
         batches = length_sorted_batches([len(pieces[i]) + 1 for i in todo], batch_tokens, beam)
+        eos, pad_id = self.model.config.eos_id, self.model.config.pad_id  # an imported model's ids may differ from 2, 0
         for batch in tqdm(batches, desc="translating", unit="batch", file=sys.stderr, disable=not progress):
             rows = [todo[k] for k in batch]
-            src = pad([pieces[i] + [EOS_ID] for i in rows]).to(self.device)
+            src = pad([pieces[i] + [eos] for i in rows], pad_id=pad_id).to(self.device)
             if beam > 1 or n_best > 1:
                 found = beam_search(self.model, src, beam, alpha, n_best, no_repeat_ngram_size=no_repeat_ngram_size,
                                     deadline=deadline)
@@ -175,16 +176,17 @@ class Translator:
                    else self.translate_ids([src_ids], beam=beam, deadline=deadline)[0][0].tokens)
         check_deadline(deadline)
         maps = AttentionMaps(**{kind: [] if kind in kinds else None for kind in ATTENTION_KINDS})
-        source = torch.tensor([src_ids + [EOS_ID]], device=self.device)
-        target_in = torch.tensor([[BOS_ID] + tgt_ids], device=self.device)
+        eos, bos = self.model.config.eos_id, self.model.config.bos_id
+        source = torch.tensor([src_ids + [eos]], device=self.device)
+        target_in = torch.tensor([[bos] + tgt_ids], device=self.device)
         self.model(source, target_in, record=maps)
 
         def first_row(layers: list[Tensor] | None) -> list[Tensor] | None:
             return None if layers is None else [m[0].float().cpu() for m in layers]
 
         return AttentionResult(
-            source_tokens=self.tokenizer.pieces(src_ids + [EOS_ID]),
-            target_tokens=self.tokenizer.pieces(tgt_ids + [EOS_ID]),
+            source_tokens=self.tokenizer.pieces(src_ids + [eos]),
+            target_tokens=self.tokenizer.pieces(tgt_ids + [eos]),
             translation=self.tokenizer.decode([tgt_ids])[0],
             encoder=first_row(maps.encoder), decoder_self=first_row(maps.decoder_self), cross=first_row(maps.cross),
         )

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from aiayn.errors import InputError
 
 PositionalEncoding = Literal["sinusoidal", "learned"]
 NormPlacement = Literal["post", "pre"]
+Activation = Literal["relu", "swish", "gelu"]
+ACTIVATIONS = get_args(Activation)
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,11 @@ class ModelConfig:
     positional_encoding: PositionalEncoding = "sinusoidal"  # §3.5; "learned" is Table 3 row (E)
     norm_placement: NormPlacement = "post"  # the paper's LayerNorm(x + Sublayer(x)), §3.1
     share_embeddings: bool = True  # source, target and pre-softmax weights are one matrix, §3.4
+    # Not the paper's; for imported Marian models (aiayn.interop): the feed-forward activation
+    # ("relu" is Eq. 2's max(0, x); Marian's "swish" is x * sigmoid(x), SiLU) and a bias on the
+    # pre-softmax projection (Marian's final_logits_bias; §3.4's projection has none).
+    activation: Activation = "relu"
+    output_bias: bool = False
 
     PRESETS = {
         # Table 3, "base": N=6, d_model=512, d_ff=2048, h=8, P_drop=0.1 (65M parameters).
@@ -60,6 +67,8 @@ class ModelConfig:
             raise InputError(f"positional_encoding must be 'sinusoidal' or 'learned', got {self.positional_encoding!r}")
         if self.norm_placement not in ("post", "pre"):
             raise InputError(f"norm_placement must be 'post' or 'pre', got {self.norm_placement!r}")
+        if self.activation not in ACTIVATIONS:
+            raise InputError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise InputError(f"dropout must be in [0, 1), got {self.dropout}")
         for name in ("pad_id", "bos_id", "eos_id"):
@@ -84,6 +93,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+        """The config saved by `to_dict`; a field it lacks (one added later) takes its default."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -122,16 +122,23 @@ class MultiHeadAttention(nn.Module):
 
 # ----------------------------------------------------------------------------- sub-layers (§3.1, §3.3)
 
-class PositionwiseFeedForward(nn.Module):
-    """§3.3, Eq. 2: FFN(x) = max(0, x W1 + b1) W2 + b2, applied to each position alike."""
+ACTIVATION_FUNCTIONS = {"relu": F.relu, "swish": F.silu, "gelu": F.gelu}
 
-    def __init__(self, d_model: int, d_ff: int):
+
+class PositionwiseFeedForward(nn.Module):
+    """§3.3, Eq. 2: FFN(x) = max(0, x W1 + b1) W2 + b2, applied to each position alike.
+
+    ReLU (max(0, .)) is the paper's; "swish" (SiLU) and "gelu" replace it for imported Marian models.
+    """
+
+    def __init__(self, d_model: int, d_ff: int, activation: str = "relu"):
         super().__init__()
         self.linear1 = nn.Linear(d_model, d_ff)
         self.linear2 = nn.Linear(d_ff, d_model)
+        self.activation = ACTIVATION_FUNCTIONS[activation]
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear2(F.relu(self.linear1(x)))
+        return self.linear2(self.activation(self.linear1(x)))
 
 
 class ResidualNorm(nn.Module):
@@ -163,7 +170,7 @@ class EncoderLayer(nn.Module):
         super().__init__()
         self.self_attention = MultiHeadAttention(config.d_model, config.n_heads)
         self.self_attention_residual = ResidualNorm(config.d_model, config.dropout, config.norm_placement)
-        self.feed_forward = PositionwiseFeedForward(config.d_model, config.d_ff)
+        self.feed_forward = PositionwiseFeedForward(config.d_model, config.d_ff, config.activation)
         self.feed_forward_residual = ResidualNorm(config.d_model, config.dropout, config.norm_placement)
 
     def forward(self, x: Tensor, mask: Tensor, record: list[Tensor] | None = None) -> Tensor:
@@ -182,7 +189,7 @@ class DecoderLayer(nn.Module):
         self.self_attention_residual = ResidualNorm(config.d_model, config.dropout, config.norm_placement)
         self.cross_attention = MultiHeadAttention(config.d_model, config.n_heads)
         self.cross_attention_residual = ResidualNorm(config.d_model, config.dropout, config.norm_placement)
-        self.feed_forward = PositionwiseFeedForward(config.d_model, config.d_ff)
+        self.feed_forward = PositionwiseFeedForward(config.d_model, config.d_ff, config.activation)
         self.feed_forward_residual = ResidualNorm(config.d_model, config.dropout, config.norm_placement)
 
     def forward(
@@ -382,8 +389,9 @@ class Transformer(nn.Module):
         self.target_embeddings = Embeddings(target_tokens, config)
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        # §3.4: the pre-softmax linear transformation shares the embedding matrix (no bias).
-        self.output_projection = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        # §3.4: the pre-softmax linear transformation shares the embedding matrix (no bias; an
+        # imported Marian model may bring one, its final_logits_bias).
+        self.output_projection = nn.Linear(config.d_model, config.vocab_size, bias=config.output_bias)
         if config.share_embeddings:
             self.output_projection.weight = target_tokens.weight
         self._init_weights()
