@@ -220,7 +220,8 @@ class Trainer:
         now = time.perf_counter()  # this step so far, and the previous step's optimizer update
         seconds = torch.tensor([now - self.clock], pin_memory=self.device.type == "cuda")
         self.clock = now
-        stats = self.group.sum(torch.cat([sums, tokens[None], seconds.to(self.device, non_blocking=True),
+        stats = self.group.sum(torch.cat([sums, tokens[None] / self.group.world_size,  # summed once already
+                                          seconds.to(self.device, non_blocking=True),
                                           (~torch.isfinite(sums).all()).float()[None]]))
         if self.config.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
