@@ -1,0 +1,107 @@
+"""Training throughput on a GPU: preset `base` (Table 3) on a synthetic corpus for a few minutes,
+with bf16 autocast; prints target tokens/s and MFU (model FLOPs utilisation: the matrix
+multiplications of forward and backward, counted from the model's shapes and the data's lengths,
+against the GPU's dense bf16 peak).
+
+    bash bench/gpu.sh                              # one GPU: base, 25,000-token batches, 3 minutes
+    bash bench/gpu.sh --compile --minutes 5
+    .venv/bin/python bench/gpu.py --device cpu --preset tiny --minutes 0.2 --peak-tflops 0.4   # a dry run
+
+The corpus is random "sentences" over a pseudo-word vocabulary, prepared with `aiayn prepare` as
+any corpus would be, so the run exercises the whole path: prepared data, pinned transfers, fused
+Adam, the §5.3 schedule. Extra arguments after the known ones go to `aiayn train` (e.g. torchrun is
+not used here; for several GPUs run `torchrun --nproc_per_node N -m aiayn train ...` by hand).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+# Dense bf16 peak (TFLOP/s) by device name, from the vendors' data sheets (SXM parts).
+PEAKS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+
+
+def synthetic_corpus(folder: Path, pairs: int, seed: int = 1) -> tuple[Path, Path]:
+    """Pairs of random sentences (5-60 words from 30,000 pseudo-words), the target about as long as the source."""
+    src, tgt = folder / "train.src", folder / "train.tgt"
+    if src.is_file() and tgt.is_file():
+        return src, tgt
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    words = ["".join(rng.choice(letters, rng.integers(2, 10))) for _ in range(30_000)]
+    zipf = 1.0 / np.arange(1, len(words) + 1)
+    zipf /= zipf.sum()
+    with open(src, "w") as s, open(tgt, "w") as t:
+        for _ in range(pairs):
+            n = int(rng.integers(5, 61))
+            s.write(" ".join(words[i] for i in rng.choice(len(words), n, p=zipf)) + "\n")
+            t.write(" ".join(words[i] for i in rng.choice(len(words), max(3, n + int(rng.integers(-5, 6))), p=zipf)) + "\n")
+    return src, tgt
+
+
+def training_flops_per_target_token(config: dict, src_per_tgt: float, src_len: float, tgt_len: float) -> float:
+    """Forward + backward (3 x forward) multiply-adds x 2 of one target token and its share of source tokens."""
+    d, f, v = config["d_model"], config["d_ff"], config["vocab_size"]
+    encoder_per_source = config["n_encoder_layers"] * (4 * d * d + 2 * d * f + 2 * src_len * d)
+    decoder_per_target = config["n_decoder_layers"] * (4 * d * d + 2 * tgt_len * d  # masked self-attention
+                                                       + 2 * d * d + 2 * src_len * d  # cross: W_q, W_o, scores, values
+                                                       + 2 * d * f) + d * v  # feed-forward; output projection
+    cross_keys_per_source = config["n_decoder_layers"] * 2 * d * d  # W_k, W_v of the encoder output
+    forward = decoder_per_target + src_per_tgt * (encoder_per_source + cross_keys_per_source)
+    return 3 * 2 * forward
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--preset", default="base")
+    ap.add_argument("--batch-tokens", type=int, default=25_000)
+    ap.add_argument("--minutes", type=float, default=3.0)
+    ap.add_argument("--pairs", type=int, default=200_000)
+    ap.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak (default: by its name)")
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--work", default="bench/out/gpu")
+    a, extra = ap.parse_known_args()
+    work = Path(a.work)
+    src, tgt = synthetic_corpus(work / "text", a.pairs)
+    data = work / "data"
+    aiayn = [sys.executable, "-m", "aiayn"]
+    subprocess.run([*aiayn, "prepare", "--out", str(data), "--train-src", str(src), "--train-tgt", str(tgt),
+                    "--vocab-size", "32000"], check=True)
+    run = work / f"run_{a.preset}"
+    subprocess.run([*aiayn, "train", "--out", str(run), "--overwrite", "--data", str(data), "--preset", a.preset,
+                    "--device", a.device, "--bf16", "--batch-tokens", str(a.batch_tokens), "--time-budget", str(a.minutes),
+                    "--log-every", "20", "--save-every", str(10**7), "--eval-every", str(10**7),
+                    *(["--compile"] if a.compile else []), *extra], check=True)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "tokens_per_s" in r][2:]  # the first windows hold start-up and compilation
+    if not steps:
+        raise SystemExit("too few steps logged: give more --minutes")
+    tokens_per_s = float(np.mean([r["tokens_per_s"] for r in steps]))
+    manifest = json.loads((data / "manifest.json").read_text())["train"]
+    config = json.loads((run / "config.json").read_text())["model"]
+    src_len, tgt_len = manifest["source_tokens"] / manifest["pairs"] + 1, manifest["target_tokens"] / manifest["pairs"] + 1
+    flops = training_flops_per_target_token(config, src_len / tgt_len, src_len, tgt_len) * tokens_per_s
+    peak = a.peak_tflops
+    if peak is None:
+        import torch
+
+        name = torch.cuda.get_device_name() if torch.cuda.is_available() else ""
+        peak = next((value for key, value in PEAKS.items() if key in name), None)
+        if peak is None:
+            raise SystemExit(f"unknown peak for {name!r}: give --peak-tflops")
+    result = {"preset": a.preset, "device": a.device, "batch_tokens": a.batch_tokens, "compile": a.compile,
+              "target_tokens_per_s": round(tokens_per_s), "model_tflops_per_s": round(flops / 1e12, 2),
+              "peak_tflops": peak, "mfu": round(flops / 1e12 / peak, 4), "steps_measured": len(steps)}
+    print(json.dumps(result, indent=1))
+    (work / "result.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
