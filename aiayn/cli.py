@@ -172,12 +172,19 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_weights(args: argparse.Namespace) -> None:
+    if args.int8 and args.device != "cpu":
+        raise InputError("--int8 runs on the CPU only (give --device cpu, or --bf16 for a GPU)")
+
+
 def _translator(args: argparse.Namespace):
     from aiayn.decoding.translator import Translator
     from aiayn.runtime import check_device
 
     check_device(args.device)
-    return Translator.from_checkpoint(args.checkpoint, device=args.device, announce=True, bf16=args.bf16)
+    _check_weights(args)
+    return Translator.from_checkpoint(args.checkpoint, device=args.device, announce=True, bf16=args.bf16,
+                                      int8=args.int8)
 
 
 def _read_input(path: str | None) -> list[str]:
@@ -259,10 +266,11 @@ def _serve(args: argparse.Namespace) -> int:
     from aiayn.serving.app import ServiceLimits, check_address, serve
 
     check_device(args.device)
+    _check_weights(args)
     check_address(args.host, args.port)
     limits = ServiceLimits(max_body_bytes=args.max_body_bytes, decode_timeout_s=args.timeout)
     serve(args.checkpoint, args.host, args.port, 0.0 if args.no_batching else args.max_wait_ms,
-          0 if args.no_batching else args.max_batch_tokens, args.device, args.bf16, limits)
+          0 if args.no_batching else args.max_batch_tokens, args.device, args.bf16, limits, args.int8)
     return 0
 
 
@@ -296,7 +304,9 @@ def _add_decoding_arguments(p: argparse.ArgumentParser, beam: int = 4) -> None:
     p.add_argument("--alpha", type=number(float, 0.0, 10.0), default=0.6, help="GNMT length penalty ((5+|Y|)/6)^alpha")
     p.add_argument("--batch-tokens", type=POSITIVE, default=8000, help="decoding batch size in tokens x beams")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 weights (faster on CPUs with avx512_bf16, GPUs)")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--bf16", action="store_true", help="bfloat16 weights (faster on CPUs with avx512_bf16, GPUs)")
+    weights.add_argument("--int8", action="store_true", help="int8 linear layers, quantised dynamically (CPU)")
 
 
 def _add_corpus_arguments(data: argparse._ArgumentGroup) -> None:
@@ -425,7 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", type=POSITIVE, default=2 * 1024 * 1024,
                    help="larger request bodies are refused (413) before they are parsed")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 weights (faster on CPUs with avx512_bf16, GPUs)")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--bf16", action="store_true", help="bfloat16 weights (faster on CPUs with avx512_bf16, GPUs)")
+    weights.add_argument("--int8", action="store_true", help="int8 linear layers, quantised dynamically (CPU)")
     p.set_defaults(run=_serve)
 
     p = verbs.add_parser("export", help="write a checkpoint as a CTranslate2 or Hugging Face Marian model folder")

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aiayn.decoding.search import DecodingTimeout
 from aiayn.decoding.translator import Translator
-from aiayn.model import parameter_counts
+from aiayn.model import Transformer, parameter_counts
 from aiayn.serving.batcher import DynamicBatcher
 
 
@@ -93,6 +93,12 @@ class ModelInfo(BaseModel):
 class Health(BaseModel):
     status: str
     batches: int
+
+
+def _parameters(config) -> dict[str, int]:
+    """The model's parameter counts, from its shapes (an int8 model keeps its weights packed)."""
+    with torch.device("meta"):
+        return parameter_counts(Transformer(config))
 
 
 def _check_encodable(field: str, text: str) -> None:
@@ -193,7 +199,7 @@ def create_app(translator: Translator, name: str, checkpoint: str = "", max_wait
     languages = translator.config.get("languages") or {}
     info = ModelInfo(model=name, checkpoint=checkpoint,
                      languages={"source": languages.get("source"), "target": languages.get("target")},
-                     vocab_size=translator.tokenizer.vocab_size, parameters=parameter_counts(translator.model),
+                     vocab_size=translator.tokenizer.vocab_size, parameters=_parameters(translator.model.config),
                      config=translator.model.config.to_dict())
     page = resources.files("aiayn.serving").joinpath("page.html").read_text(encoding="utf-8")
 
@@ -259,14 +265,14 @@ def check_address(host: str, port: int) -> None:
 
 def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, max_wait_ms: float = 5.0,
           max_batch_tokens: int = 4000, device: str = "cpu", bf16: bool = False,
-          limits: ServiceLimits = LIMITS) -> None:
+          limits: ServiceLimits = LIMITS, int8: bool = False) -> None:
     """Load a checkpoint and serve it until SIGINT/SIGTERM; in-flight requests finish first."""
     import uvicorn
 
     from aiayn.checkpoint import resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint, announce=True)
-    translator = Translator.from_checkpoint(path, device=device, bf16=bf16)
+    translator = Translator.from_checkpoint(path, device=device, bf16=bf16, int8=int8)
     name = Path(checkpoint).resolve().name
     app = create_app(translator, name, str(path), max_wait_ms, max_batch_tokens, limits)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=30)
