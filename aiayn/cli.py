@@ -478,8 +478,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run one verb. Bad input exits with status 2 and one line naming it; a diverged training run
     with status 1; Ctrl-C with 130."""
     args = build_parser().parse_args(argv)
+    from aiayn.runtime import bound_kernel_caches
     from aiayn.training.trainer import TrainingDiverged
 
+    bound_kernel_caches()
     try:
         return args.run(args)
     except InputError as error:

@@ -53,3 +53,14 @@ def check_device(name: str) -> None:
         raise InputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if device.type not in ("cpu", "cuda"):
         raise InputError(f"--device {name}: only cpu and cuda are supported")
+
+
+def bound_kernel_caches(capacity: int = 16) -> None:
+    """Keep few oneDNN primitives (compiled CPU kernels, one per matrix shape): bfloat16 products
+    of the ever-changing shapes of training batches filled the default cache of 1,024, and a
+    training process grew to 3.5 GB by step 100 (small preset, 9,000-token batches; 2.5 GB with 16,
+    at the same speed). Only takes effect before the first oneDNN call, and never overrides a
+    capacity the user set (ONEDNN_PRIMITIVE_CACHE_CAPACITY)."""
+    import os
+
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(capacity))
