@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,19 +17,9 @@ from tqdm import tqdm
 
 from aiayn.data.batching import pad
 from aiayn.data.marian_vocab import AnyTokenizer
+from aiayn.decoding.int8 import quantize_int8
 from aiayn.decoding.search import EXTRA_OUTPUT_LENGTH, Hypothesis, Sampling, beam_search, check_deadline, greedy_search
 from aiayn.model import AttentionMaps, Transformer
-
-
-def quantize_int8(model: Transformer) -> Transformer:
-    """Every linear layer with int8 weights and inputs quantised per call (torch.ao's dynamic
-    quantisation; fbgemm/oneDNN int8 kernels on x86 CPUs). Embeddings, LayerNorm and attention
-    stay float32."""
-    if next(model.parameters()).device.type != "cpu":
-        raise ValueError("int8 weights run on the CPU only")
-    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def length_sorted_batches(lengths: list[int], max_tokens: int, beam: int = 1) -> list[list[int]]:
@@ -87,8 +76,8 @@ class Translator:
         """Load a checkpoint directory, or a run directory's averaged, best or last checkpoint.
 
         bf16=True keeps the weights in bfloat16 (faster on CPUs with native bf16 and on GPUs);
-        int8=True quantises the linear layers' weights to int8, their inputs on the fly (PyTorch's
-        dynamic quantisation, CPU only). Log-probabilities, softmax and the search's scores stay
+        int8=True runs the linear layers in int8 (aiayn.decoding.int8: weights per channel, inputs
+        per row, CPU only). Log-probabilities, softmax and the search's scores stay
         float32 either way."""
         from aiayn.checkpoint import load_checkpoint, resolve_checkpoint
 
