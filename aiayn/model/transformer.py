@@ -191,19 +191,26 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """§3.1, decoder: masked self-attention, attention over the encoder output, feed-forward."""
+    """§3.1, decoder: masked self-attention, attention over the encoder output, feed-forward.
 
-    def __init__(self, config: ModelConfig):
+    Without `cross_attention`, it is a decoder-only language model's block (GPT's): masked
+    self-attention and the feed-forward network.
+    """
+
+    def __init__(self, config: ModelConfig, cross_attention: bool = True):
         super().__init__()
         self.self_attention = MultiHeadAttention(config.d_model, config.n_heads)
         self.self_attention_residual = ResidualNorm(config.d_model, config.dropout, config.norm_placement)
-        self.cross_attention = MultiHeadAttention(config.d_model, config.n_heads)
-        self.cross_attention_residual = ResidualNorm(config.d_model, config.dropout, config.norm_placement)
+        if cross_attention:
+            self.cross_attention = MultiHeadAttention(config.d_model, config.n_heads)
+            self.cross_attention_residual = ResidualNorm(config.d_model, config.dropout, config.norm_placement)
+        else:
+            self.cross_attention = self.cross_attention_residual = None
         self.feed_forward = PositionwiseFeedForward(config.d_model, config.d_ff, config.activation)
         self.feed_forward_residual = ResidualNorm(config.d_model, config.dropout, config.norm_placement)
 
     def forward(
-        self, x: Tensor, memory_kv: KeyValue, memory_mask: Tensor, look_ahead: Tensor | None,
+        self, x: Tensor, memory_kv: KeyValue | None, memory_mask: Tensor | None, look_ahead: Tensor | None,
         cache: DecoderCache | None = None, index: int = 0, record: AttentionMaps | None = None,
     ) -> Tensor:
         """With a `cache`, x holds the new positions only; their keys and values join the cached
@@ -215,10 +222,11 @@ class DecoderLayer(nn.Module):
         attended = self.self_attention(h, key, value, look_ahead, record.decoder_self if record else None)
         x = self.self_attention_residual(x, attended)
 
-        h = self.cross_attention_residual.sublayer_input(x)
-        attended = self.cross_attention(h, *memory_kv, memory_mask, record.cross if record else None,
-                                        group=cache.beams if cache is not None else 1)
-        x = self.cross_attention_residual(x, attended)
+        if self.cross_attention is not None:
+            h = self.cross_attention_residual.sublayer_input(x)
+            attended = self.cross_attention(h, *memory_kv, memory_mask, record.cross if record else None,
+                                            group=cache.beams if cache is not None else 1)
+            x = self.cross_attention_residual(x, attended)
 
         h = self.feed_forward_residual.sublayer_input(x)
         return self.feed_forward_residual(x, self.feed_forward(h))
@@ -316,8 +324,8 @@ class DecoderCache:
 
     CHUNK = 16
 
-    cross: list[KeyValue]
-    memory_mask: Tensor
+    cross: list[KeyValue]  # empty for a decoder-only language model
+    memory_mask: Tensor | None
     beams: int
     dtype: torch.dtype
     self_attention: list[KeyValue | None] = field(default_factory=list)
@@ -353,7 +361,8 @@ class DecoderCache:
                                for kv in self.self_attention]
         if sentences is not None:
             self.cross = [(k.index_select(0, sentences), v.index_select(0, sentences)) for k, v in self.cross]
-            self.memory_mask = self.memory_mask.index_select(0, sentences)
+            if self.memory_mask is not None:
+                self.memory_mask = self.memory_mask.index_select(0, sentences)
 
 
 @dataclass
@@ -384,23 +393,23 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """§3.1: a stack of N identical decoder layers."""
+    """§3.1: a stack of N identical decoder layers (without cross-attention: a language model's)."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, cross_attention: bool = True):
         super().__init__()
-        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.n_decoder_layers))
+        self.layers = nn.ModuleList(DecoderLayer(config, cross_attention) for _ in range(config.n_decoder_layers))
         self.final_norm = nn.LayerNorm(config.d_model) if config.norm_placement == "pre" else nn.Identity()
 
     def forward(
-        self, x: Tensor, memory_kv: list[KeyValue], memory_mask: Tensor, cache: DecoderCache | None = None,
-        record: AttentionMaps | None = None,
+        self, x: Tensor, memory_kv: list[KeyValue] | None, memory_mask: Tensor | None,
+        cache: DecoderCache | None = None, record: AttentionMaps | None = None,
     ) -> Tensor:
         past = cache.length if cache is not None else 0
         n_new = x.size(1)
         # One new token may look at every cached position: no mask needed.
         look_ahead = None if n_new == 1 else look_ahead_mask(n_new, past + n_new, x.device)
         for i, layer in enumerate(self.layers):
-            x = layer(x, memory_kv[i], memory_mask, look_ahead, cache, i, record)
+            x = layer(x, memory_kv[i] if memory_kv else None, memory_mask, look_ahead, cache, i, record)
         if cache is not None:
             cache.advance(n_new)
         return self.final_norm(x)
