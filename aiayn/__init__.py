@@ -3,7 +3,7 @@ from typing import Any
 
 from aiayn.model import ModelConfig, Transformer
 
-__all__ = ["ModelConfig", "Transformer", "Translator"]
+__all__ = ["ModelConfig", "Transformer", "Translator", "pipeline"]
 __version__ = "0.1.0"
 
 
@@ -14,4 +14,8 @@ def __getattr__(name: str) -> Any:
         from aiayn.decoding.translator import Translator
 
         return Translator
+    if name == "pipeline":
+        from aiayn.family.classifier import pipeline
+
+        return pipeline
     raise AttributeError(f"module 'aiayn' has no attribute {name!r}")

@@ -52,16 +52,18 @@ def _fsync_file(path: Path) -> None:
 
 
 def save_checkpoint(
-    directory: Path, model: Transformer, tokenizer: AnyTokenizer, extra_config: dict[str, Any] | None = None,
+    directory: Path, model: torch.nn.Module, tokenizer: AnyTokenizer | None, extra_config: dict[str, Any] | None = None,
     state: dict[str, Any] | None = None, state_tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a checkpoint atomically (temporary directory + rename) and return its path. An
-    existing checkpoint at `directory` is replaced (swapped atomically); anything else there is not."""
+    existing checkpoint at `directory` is replaced (swapped atomically); anything else there is not.
+    `model` is a Transformer or one of its descendants (aiayn.model.family), with a `config`."""
     directory = Path(directory)
     with building(directory, owned=is_checkpoint) as partial:
         save_model(model, str(partial / "model.safetensors"))  # writes a shared matrix once
         _write_json(partial / "config.json", {"model": model.config.to_dict(), **(extra_config or {})})
-        save_tokenizer_files(tokenizer, partial)
+        if tokenizer is not None:  # a vision model has none
+            save_tokenizer_files(tokenizer, partial)
         if state is not None:
             _write_json(partial / "training_state.json", state)
             save_file({k: v.contiguous() for k, v in (state_tensors or {}).items()},

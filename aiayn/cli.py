@@ -172,12 +172,19 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_weights(args: argparse.Namespace) -> None:
+    if args.int8 and args.device != "cpu":
+        raise InputError("--int8 runs on the CPU only (give --device cpu, or --bf16 for a GPU)")
+
+
 def _translator(args: argparse.Namespace):
     from aiayn.decoding.translator import Translator
     from aiayn.runtime import check_device
 
     check_device(args.device)
-    return Translator.from_checkpoint(args.checkpoint, device=args.device, announce=True, bf16=args.bf16)
+    _check_weights(args)
+    return Translator.from_checkpoint(args.checkpoint, device=args.device, announce=True, bf16=args.bf16,
+                                      int8=args.int8)
 
 
 def _read_input(path: str | None) -> list[str]:
@@ -236,11 +243,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _attention(args: argparse.Namespace) -> int:
-    from aiayn.evaluation.attention_plot import check_map_choice, draw_all_heads, draw_attention
-
     from aiayn.checkpoint import model_config_of, read_config, resolve_checkpoint
+    from aiayn.evaluation.attention_plot import check_map_choice, draw_all_heads, draw_attention
+    from aiayn.family.store import kind_of
+    from aiayn.family.vit import VIT
 
     out = _output_file(args.out, "--out", suffixes=PICTURES)
+    if kind_of(args.checkpoint) == VIT:
+        return _image_attention(args, out)
+    if args.src is None:
+        raise InputError("--src: give the source sentence whose attention to draw")
     directory = resolve_checkpoint(args.checkpoint)
     check_map_choice(model_config_of(read_config(directory), directory / "config.json"), args.kind, args.layer, args.head)
     translator = _translator(args)
@@ -254,15 +266,113 @@ def _attention(args: argparse.Namespace) -> int:
     return 0
 
 
+def _image_attention(args: argparse.Namespace, out: Path) -> int:
+    from aiayn.family.vit import Digits, draw_class_token_attention, load_vit
+
+    model = load_vit(args.checkpoint, announce=True)
+    digits = Digits.load()
+    if not 0 <= args.image < len(digits.test_labels):
+        raise InputError(f"--image {args.image}: the test split has images 0..{len(digits.test_labels) - 1}")
+    n_layers = len(model.encoder.layers)
+    if not -n_layers <= args.layer < n_layers:
+        raise InputError(f"--layer {args.layer}: the model has layers 0..{n_layers - 1}")
+    label = int(digits.test_labels[args.image])
+    print(f"wrote {draw_class_token_attention(model, digits.test_images[args.image], label, out, args.layer)}")
+    return 0
+
+
+def _family_schedule(args: argparse.Namespace):
+    from aiayn.family.loop import Schedule
+
+    return Schedule(max_steps=args.max_steps, time_budget_s=args.time_budget * 60 if args.time_budget else None,
+                    warmup_steps=args.warmup, lr_scale=args.lr_scale, eval_every=args.eval_every,
+                    log_every=args.log_every, bf16=args.bf16, seed=args.seed)
+
+
+def _family_config(args: argparse.Namespace, **defaults) -> ModelConfig:
+    overrides = {k: v for k, v in dict(dropout=args.dropout).items() if v is not None}
+    return ModelConfig.preset(args.preset, **{**defaults, **overrides})
+
+
+def _pretrain_mlm(args: argparse.Namespace) -> int:
+    from aiayn.family.classifier import pretrain_mlm, read_text
+
+    schedule, config = _family_schedule(args), _family_config(args)
+    outcome = pretrain_mlm(read_text(args.text), Path(args.out), config, schedule, args.vocab_size, args.max_length,
+                           args.batch_tokens, args.overwrite)
+    print(f"pre-trained {outcome.steps} steps in {outcome.seconds / 60:.1f} min; wrote {args.out}")
+    return 0
+
+
+def _train_classifier(args: argparse.Namespace) -> int:
+    from aiayn.family.classifier import read_labelled, train_classifier
+
+    schedule, config = _family_schedule(args), _family_config(args)
+    train, valid = read_labelled(args.train), read_labelled(args.valid) if args.valid else None
+    names = args.label_names.split(",") if args.label_names else None
+    _, accuracy = train_classifier(train, valid, Path(args.out), config, schedule, args.init, names, args.vocab_size,
+                                   args.max_length, args.batch_tokens, args.overwrite)
+    print(f"wrote {args.out}" + (f"; validation accuracy {100 * accuracy:.2f}%" if accuracy is not None else ""))
+    return 0
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from aiayn.family.classifier import TextClassifier
+
+    texts = args.texts or _read_input(None)
+    classifier = TextClassifier.from_checkpoint(args.checkpoint, args.device, announce=True)
+    sys.stdout.write("".join(f"{label}\t{score:.4f}\n" for label, score in classifier.classify(texts)))
+    return 0
+
+
+def _train_lm(args: argparse.Namespace) -> int:
+    from aiayn.family.classifier import read_text
+    from aiayn.family.lm import train_lm
+
+    schedule, config = _family_schedule(args), _family_config(args)
+    valid = read_text(args.valid) if args.valid else None
+    _, ppl = train_lm(read_text(args.text), valid, Path(args.out), config, schedule, args.vocab_size,
+                      args.max_length, args.batch_tokens, args.overwrite)
+    print(f"wrote {args.out}" + (f"; validation perplexity {ppl:.2f}" if ppl is not None else ""))
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from aiayn.decoding.search import Sampling
+    from aiayn.family.lm import TextGenerator
+
+    generator = TextGenerator.from_checkpoint(args.checkpoint, args.device, announce=True)
+    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed) if args.sample else None
+    for _ in range(args.n):
+        print(generator.generate(args.prompt, args.max_new_tokens, sampling))
+    return 0
+
+
+def _train_vit(args: argparse.Namespace) -> int:
+    from aiayn.family.vit import train_vit
+
+    schedule = _family_schedule(args)
+    config = _family_config(args, **VIT_MODEL)
+    _, accuracy = train_vit(Path(args.out), config, schedule, overwrite=args.overwrite)
+    print(f"wrote {args.out}; test accuracy {100 * accuracy:.2f}%")
+    return 0
+
+
+# ViT on 8 x 8 digits: a small encoder, pre-norm as in the ViT paper.
+VIT_MODEL = dict(d_model=64, n_heads=4, d_ff=128, n_encoder_layers=4, n_decoder_layers=0, dropout=0.1,
+                 norm_placement="pre")
+
+
 def _serve(args: argparse.Namespace) -> int:
     from aiayn.runtime import check_device
     from aiayn.serving.app import ServiceLimits, check_address, serve
 
     check_device(args.device)
+    _check_weights(args)
     check_address(args.host, args.port)
     limits = ServiceLimits(max_body_bytes=args.max_body_bytes, decode_timeout_s=args.timeout)
     serve(args.checkpoint, args.host, args.port, 0.0 if args.no_batching else args.max_wait_ms,
-          0 if args.no_batching else args.max_batch_tokens, args.device, args.bf16, limits)
+          0 if args.no_batching else args.max_batch_tokens, args.device, args.bf16, limits, args.int8)
     return 0
 
 
@@ -296,7 +406,9 @@ def _add_decoding_arguments(p: argparse.ArgumentParser, beam: int = 4) -> None:
     p.add_argument("--alpha", type=number(float, 0.0, 10.0), default=0.6, help="GNMT length penalty ((5+|Y|)/6)^alpha")
     p.add_argument("--batch-tokens", type=POSITIVE, default=8000, help="decoding batch size in tokens x beams")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 weights (faster on CPUs with avx512_bf16, GPUs)")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--bf16", action="store_true", help="bfloat16 weights (faster on CPUs with avx512_bf16, GPUs)")
+    weights.add_argument("--int8", action="store_true", help="int8 linear layers, quantised dynamically (CPU)")
 
 
 def _add_corpus_arguments(data: argparse._ArgumentGroup) -> None:
@@ -354,6 +466,27 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     device.add_argument("--compile", action="store_true", help="torch.compile the model")
 
 
+def _add_family_arguments(p: argparse.ArgumentParser, preset: str, batch_tokens: int = 4000, text: bool = True,
+                          warmup: int = 400, lr_scale: float = 1.0) -> None:
+    """What every descendant's training takes (aiayn.family.loop)."""
+    p.add_argument("--out", required=True, help="checkpoint folder to write (new or empty; --overwrite replaces one)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--preset", default=preset, choices=sorted(ModelConfig.PRESETS))
+    p.add_argument("--dropout", type=FRACTION)
+    if text:
+        p.add_argument("--vocab-size", type=POSITIVE, default=8000)
+        p.add_argument("--max-length", type=number(int, 3), default=128, help="subwords a sentence is cut to")
+        p.add_argument("--batch-tokens", type=POSITIVE, default=batch_tokens)
+    p.add_argument("--max-steps", type=POSITIVE)
+    p.add_argument("--time-budget", type=number(float, above=0.0), help="minutes of training steps")
+    p.add_argument("--warmup", type=POSITIVE, default=warmup)
+    p.add_argument("--lr-scale", type=number(float, above=0.0), default=lr_scale)
+    p.add_argument("--eval-every", type=POSITIVE, default=200)
+    p.add_argument("--log-every", type=POSITIVE, default=20)
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--seed", type=SEED, default=1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="aiayn", description="The Transformer of 'Attention Is All You Need'.")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -403,8 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("attention", help="draw attention maps of a sentence as a PNG")
     _add_decoding_arguments(p)
-    p.add_argument("--src", required=True, help="source sentence")
+    p.add_argument("--src", help="source sentence (translators)")
     p.add_argument("--tgt", help="target sentence (default: the model's translation)")
+    p.add_argument("--image", type=number(int, 0), default=0, help="test image (Vision Transformers)")
     p.add_argument("--out", required=True, help="PNG file")
     p.add_argument("--kind", default="cross", choices=["cross", "encoder", "decoder"])
     p.add_argument("--layer", type=int, default=-1, help="layer (negative counts from the last)")
@@ -425,7 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", type=POSITIVE, default=2 * 1024 * 1024,
                    help="larger request bodies are refused (413) before they are parsed")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 weights (faster on CPUs with avx512_bf16, GPUs)")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--bf16", action="store_true", help="bfloat16 weights (faster on CPUs with avx512_bf16, GPUs)")
+    weights.add_argument("--int8", action="store_true", help="int8 linear layers, quantised dynamically (CPU)")
     p.set_defaults(run=_serve)
 
     p = verbs.add_parser("export", help="write a checkpoint as a CTranslate2 or Hugging Face Marian model folder")
@@ -441,6 +577,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("directory", metavar="DIR", help="the model folder (nothing is downloaded)")
     p.add_argument("--out", required=True, help="the checkpoint to write (must not exist, or be empty)")
     p.set_defaults(run=_import)
+
+    p = verbs.add_parser("pretrain-mlm", help="pre-train an encoder as BERT does: masked-language modelling")
+    p.add_argument("--text", nargs="+", required=True, help="plain or .gz text, one sentence a line (.tsv: column 1)")
+    _add_family_arguments(p, preset="small", batch_tokens=4000)
+    p.set_defaults(run=_pretrain_mlm)
+
+    p = verbs.add_parser("train-classifier", help="train a sentence classifier: the encoder, BERT's way")
+    p.add_argument("--train", required=True, help="TSV with a header: sentence<TAB>label")
+    p.add_argument("--valid", help="TSV like --train; the best validation accuracy is kept")
+    p.add_argument("--init", help="a pretrain-mlm checkpoint to start from (its vocabulary too)")
+    p.add_argument("--label-names", help="names for the labels in sorted order, e.g. NEGATIVE,POSITIVE for 0,1")
+    _add_family_arguments(p, preset="small", batch_tokens=4000)
+    p.set_defaults(run=_train_classifier)
+
+    p = verbs.add_parser("classify", help="label sentences with a classifier (arguments or stdin): LABEL<TAB>SCORE")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("texts", nargs="*")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run=_classify)
+
+    p = verbs.add_parser("train-lm", help="train a language model: the decoder alone, GPT's way")
+    p.add_argument("--text", nargs="+", required=True, help="plain or .gz text, one sentence a line")
+    p.add_argument("--valid", nargs="+", help="text for validation perplexity; the best is kept")
+    _add_family_arguments(p, preset="small", batch_tokens=6000)
+    p.set_defaults(run=_train_lm)
+
+    p = verbs.add_parser("generate", help="continue a prompt with a language model")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--prompt", default="")
+    p.add_argument("--max-new-tokens", type=POSITIVE, default=50)
+    p.add_argument("--n", type=POSITIVE, default=1, help="how many continuations")
+    p.add_argument("--sample", action="store_true", help="sample instead of the most probable token")
+    p.add_argument("--temperature", type=number(float, 0.01, 100.0), default=1.0)
+    p.add_argument("--top-k", type=number(int, 0), default=0)
+    p.add_argument("--top-p", type=number(float, above=0.0, maximum=1.0), default=1.0)
+    p.add_argument("--seed", type=SEED)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run=_generate)
+
+    p = verbs.add_parser("train-vit", help="train a Vision Transformer on scikit-learn's digits (no download)")
+    _add_family_arguments(p, preset="tiny", text=False, warmup=100, lr_scale=0.3)
+    p.set_defaults(run=_train_vit)
 
     p = verbs.add_parser("average", help="average the last N checkpoints of a run (§6.1)")
     p.add_argument("run_dir")

@@ -1,7 +1,8 @@
 """Decoding speed on Multi30k test_2016_flickr (1,000 sentences, batches of 32 in file order):
 aiayn beside Hugging Face MarianMTModel.generate and CTranslate2, all three running THE SAME
 WEIGHTS (an aiayn checkpoint converted to Marian and to CTranslate2), greedy and beam 4; aiayn
-also with its weights in bfloat16 (`--bf16`), the lever this CPU has (avx512_bf16).
+also with its weights in bfloat16 (`--bf16`, the lever this CPU has: avx512_bf16) and in int8
+(`--int8`, dynamic quantisation), CTranslate2 in float32 and int8.
 
 Runs in the peer harness's environment (bench/peers.sh), like ../shared/bench/peers/infer.py:
 the timed region is the decoding calls only (tokenisation outside), repeats interleaved
@@ -40,21 +41,25 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
 
 
 def ct2_worker(conn, checkpoint: str, batches: list[list[list[str]]], pieces: dict[str, int]) -> None:
-    """Convert the checkpoint, then serve CTranslate2 decoding requests (a beam size) with the outputs as ids."""
+    """Convert the checkpoint (float32 and int8 weights), then serve CTranslate2 decoding requests
+    ((compute type, beam size)) with the outputs as ids."""
     import ctranslate2
 
     translator = Translator.from_checkpoint(checkpoint)
+    systems = {}
     with tempfile.TemporaryDirectory() as tmp:  # CTranslate2 holds the model in memory once loaded
-        model_dir = write_ctranslate2(translator.model, translator.tokenizer, Path(tmp) / "ct2")
-        ct2 = ctranslate2.Translator(str(model_dir), device="cpu", compute_type="float32", intra_threads=2,
-                                     inter_threads=1)
+        for compute_type, quantization in (("float32", None), ("int8", "int8")):
+            model_dir = write_ctranslate2(translator.model, translator.tokenizer, Path(tmp) / compute_type, quantization)
+            systems[compute_type] = ctranslate2.Translator(str(model_dir), device="cpu", compute_type=compute_type,
+                                                           intra_threads=2, inter_threads=1)
     conn.send("ready")
-    while (beam := conn.recv()) is not None:
+    while (request := conn.recv()) is not None:
+        compute_type, beam = request
         out = []
         for tokens in batches:
             cap = max(map(len, tokens)) + 50
-            for r in ct2.translate_batch(tokens, beam_size=beam, length_penalty=0.6, max_batch_size=0,
-                                         max_decoding_length=cap):
+            for r in systems[compute_type].translate_batch(tokens, beam_size=beam, length_penalty=0.6,
+                                                           max_batch_size=0, max_decoding_length=cap):
                 out.append([pieces[t] for t in r.hypotheses[0]])
         conn.send(out)
 
@@ -65,8 +70,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--bs", type=int, default=32)
     ap.add_argument("--limit", type=int, default=0)
-    ap.add_argument("--systems", default="aiayn_greedy,aiayn_beam4,aiayn_bf16_greedy,aiayn_bf16_beam4,"
-                                         "hf_greedy,hf_beam4,hf_beam4_cap200,ct2_f32_greedy,ct2_f32_beam4")
+    ap.add_argument("--systems", default="aiayn_greedy,aiayn_beam4,aiayn_bf16_greedy,aiayn_bf16_beam4,aiayn_int8_greedy,"
+                                         "aiayn_int8_beam4,hf_greedy,hf_beam4,ct2_f32_greedy,ct2_f32_beam4,"
+                                         "ct2_int8_greedy,ct2_int8_beam4")
     ap.add_argument("--out", default="bench/out/decode.json")
     a = ap.parse_args()
     torch.set_num_threads(2)
@@ -101,6 +107,7 @@ def main() -> None:
         assert ct2_conn.recv() == "ready"
 
     bf16_model = Translator.from_checkpoint(checkpoint, bf16=True).model
+    int8_model = Translator.from_checkpoint(checkpoint, int8=True).model
 
     def run_aiayn(beam: int, network=model) -> list[list[int]]:
         out = []
@@ -124,15 +131,17 @@ def main() -> None:
                 out += [[t for t in row[1:] if t not in (c.pad_id, c.eos_id)] for row in generated.tolist()]
         return out
 
-    def run_ct2(beam: int) -> list[list[int]]:
-        ct2_conn.send(beam)
+    def run_ct2(compute_type: str, beam: int) -> list[list[int]]:
+        ct2_conn.send((compute_type, beam))
         return ct2_conn.recv()
 
     systems = {"aiayn_greedy": lambda: run_aiayn(1), "aiayn_beam4": lambda: run_aiayn(4),
                "aiayn_bf16_greedy": lambda: run_aiayn(1, bf16_model), "aiayn_bf16_beam4": lambda: run_aiayn(4, bf16_model),
+               "aiayn_int8_greedy": lambda: run_aiayn(1, int8_model), "aiayn_int8_beam4": lambda: run_aiayn(4, int8_model),
                "hf_greedy": lambda: run_hf(1), "hf_beam4": lambda: run_hf(4),
                "hf_beam4_cap200": lambda: run_hf(4, 200),  # as ../shared/bench/peers/infer.py runs it
-               "ct2_f32_greedy": lambda: run_ct2(1), "ct2_f32_beam4": lambda: run_ct2(4)}
+               "ct2_f32_greedy": lambda: run_ct2("float32", 1), "ct2_f32_beam4": lambda: run_ct2("float32", 4),
+               "ct2_int8_greedy": lambda: run_ct2("int8", 1), "ct2_int8_beam4": lambda: run_ct2("int8", 4)}
     names = a.systems.split(",")
     times: dict[str, list[float]] = {n: [] for n in names}
     outputs: dict[str, list[list[int]]] = {}
@@ -156,7 +165,7 @@ def main() -> None:
     for n in names:
         if n.startswith("aiayn"):
             suffix = n.rsplit("_", 1)[1]
-            for other in (f"hf_{suffix}", f"ct2_f32_{suffix}", f"hf_{suffix}_cap200"):
+            for other in (f"hf_{suffix}", f"ct2_f32_{suffix}", f"ct2_int8_{suffix}", f"hf_{suffix}_cap200"):
                 if other in times:
                     ratios = [t_peer / t_ours for t_peer, t_ours in zip(times[other], times[n])]
                     result["systems"][n][f"speedup_vs_{other}"] = round(statistics.median(ratios), 2)

@@ -46,3 +46,11 @@ def trained_run(number_corpus: dict[str, Path], tmp_path_factory: pytest.TempPat
                          lr_scale=0.3, max_steps=400, eval_every=10**6, save_every=200, log_every=20, seed=3)
     train(run, ModelConfig.preset("tiny", d_model=64, d_ff=128, dropout=0.0), config)
     return run
+
+
+@pytest.fixture(scope="session")
+def launch():
+    """Start a server: `process, url = launch(checkpoint, *extra_args)` (aiayn serve on loopback)."""
+    from aiayn.serving.launch import start_server
+
+    return start_server

@@ -27,11 +27,12 @@ class Tokenizer:
 
     @classmethod
     def train(cls, sentences: Iterable[str], vocab_size: int, max_sentences: int = 2_000_000,
-              seed: int = 1) -> "Tokenizer":
+              seed: int = 1, symbols: tuple[str, ...] = ()) -> "Tokenizer":
         """Learn a BPE vocabulary of about `vocab_size` pieces on the given (source + target) text.
 
         The sentences stream through SentencePiece, which keeps a random sample of at most
-        `max_sentences` of them (reservoir sampling, seeded): any size of corpus fits in memory."""
+        `max_sentences` of them (reservoir sampling, seeded): any size of corpus fits in memory.
+        `symbols` are pieces of their own (e.g. BERT's <mask>), ids 4, 5, ... after <unk>."""
         model = io.BytesIO()
         spm.set_random_generator_seed(seed)
         spm.SentencePieceTrainer.train(
@@ -39,7 +40,7 @@ class Tokenizer:
             model_type="bpe", vocab_size=vocab_size, byte_fallback=True, character_coverage=1.0,
             pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID,
             input_sentence_size=max_sentences, shuffle_input_sentence=True,
-            hard_vocab_limit=False, num_threads=2, minloglevel=2)
+            hard_vocab_limit=False, num_threads=2, minloglevel=2, user_defined_symbols=list(symbols))
         return cls(model.getvalue())
 
     @classmethod

@@ -44,37 +44,38 @@ def length_penalty(length: int, alpha: float) -> float:
 
 
 class _Decoder:
-    """The model's decoder for a batch of rows, one step at a time, with or without the cache."""
+    """The model's decoder for `beams` rows per sentence, one step at a time, with or without the cache."""
 
-    def __init__(self, model: Transformer, src: Tensor, use_cache: bool):
+    def __init__(self, model: Transformer, src: Tensor, use_cache: bool, beams: int = 1):
         self.model = model
-        self.src_mask = padding_mask(src, model.config.pad_id)
+        self.src_mask = padding_mask(src, model.config.pad_id)  # per sentence
         memory = model.encode(src)
-        self.cache = model.new_cache(memory) if use_cache else None
-        self.memory = None if use_cache else memory
+        self.cache = model.new_cache(memory, self.src_mask, beams) if use_cache else None
+        # Without the cache (a check on it), every row carries its own copy of the source side.
+        self.memory = None if use_cache else memory.repeat_interleave(beams, dim=0)
+        self.row_mask = None if use_cache else self.src_mask.repeat_interleave(beams, dim=0)
         self.prefix: Tensor | None = None
 
     def step(self, new_tokens: Tensor) -> Tensor:
         """Log-probabilities [rows, vocab] of the next token after `new_tokens` [rows]."""
         if self.cache is not None:
-            logits = self.model.decode(new_tokens[:, None], None, self.src_mask, self.cache)[:, -1]
+            logits = self.model.decode(new_tokens[:, None], cache=self.cache)[:, -1]
         else:
             column = new_tokens[:, None]
             self.prefix = column if self.prefix is None else torch.cat([self.prefix, column], dim=1)
-            logits = self.model.decode(self.prefix, self.memory, self.src_mask)[:, -1]
+            logits = self.model.decode(self.prefix, self.memory, self.row_mask)[:, -1]
         log_probs = logits.float().log_softmax(dim=-1)
         log_probs[:, self.model.config.pad_id] = float("-inf")  # padding and <sos> are never outputs
         log_probs[:, self.model.config.bos_id] = float("-inf")
         return log_probs
 
-    def select(self, rows: Tensor, same_sentences: bool = False) -> None:
-        """Keep (reorder, repeat) rows; with same_sentences the source side needs no reordering."""
+    def select(self, rows: Tensor, sentences: Tensor | None = None) -> None:
+        """Keep (reorder) rows; `sentences`, when some have finished, are the ones that stay."""
         if self.cache is not None:
-            self.cache.select(rows, cross=not same_sentences)
+            self.cache.select(rows, sentences)
         else:
-            self.prefix = None if self.prefix is None else self.prefix[rows]
-            self.memory = self.memory[rows]
-        self.src_mask = self.src_mask[rows]
+            self.prefix = None if self.prefix is None else self.prefix.index_select(0, rows)
+            self.memory, self.row_mask = self.memory.index_select(0, rows), self.row_mask.index_select(0, rows)
 
 
 def ban_repeated_ngrams(log_probs: Tensor, history: list[list[int]], n: int) -> None:
@@ -152,7 +153,7 @@ def greedy_search(
             keep = (~done).nonzero().squeeze(1)
             alive = [alive[i] for i in keep.tolist()]
             limits, chosen = limits[keep], chosen[keep]
-            decoder.select(keep)
+            decoder.select(keep, keep)
         last = chosen
     return outputs
 
@@ -184,9 +185,8 @@ def beam_search(
         raise ValueError(f"n_best must be between 1 and the beam size ({beam_size}), got {n_best}")
     config = model.config
     n_sentences, k = src.size(0), beam_size
-    decoder = _Decoder(model, src, use_cache)
+    decoder = _Decoder(model, src, use_cache, beams=k)
     limits = max_output_lengths(decoder.src_mask, extra_length, model.position_limit).tolist()
-    decoder.select(torch.arange(n_sentences, device=src.device).repeat_interleave(k))
     finished: list[list[Hypothesis]] = [[] for _ in range(n_sentences)]
     alive = list(range(n_sentences))  # original index of each sentence still decoding
     # Only beam 0 is live at the start, so the first step's candidates are all distinct.
@@ -240,11 +240,11 @@ def beam_search(
         if len(keep_sentences) < len(alive):
             index = torch.tensor(keep_sentences, dtype=torch.long, device=src.device)
             beam_rows = (index[:, None] * k + torch.arange(k, device=src.device)).view(-1)
-            decoder.select(rows[beam_rows])
+            decoder.select(rows[beam_rows], index)
             histories = [histories[r] for r in beam_rows.tolist()]
             scores, last = scores[index], last[beam_rows]
             limits = [limits[i] for i in keep_sentences]
             alive = [alive[i] for i in keep_sentences]
         else:
-            decoder.select(rows, same_sentences=True)
+            decoder.select(rows)
     return [sorted(h, key=lambda h: h.score, reverse=True)[:n_best] for h in finished]

@@ -56,9 +56,12 @@ class ModelConfig:
     PAPER_PARAMETERS = {"base": 65_000_000, "big": 213_000_000}
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers", "max_positions"):
+        for name in ("vocab_size", "d_model", "n_heads", "d_ff", "max_positions"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("n_encoder_layers", "n_decoder_layers"):  # 0 for a model without that stack
+            if getattr(self, name) < 0:
+                raise InputError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.d_model % self.n_heads:
             raise InputError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.d_model % 2 and self.positional_encoding == "sinusoidal":

@@ -112,12 +112,22 @@ class MultiHeadAttention(nn.Module):
 
     def forward(
         self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None,
-        record: list[Tensor] | None = None,
+        record: list[Tensor] | None = None, group: int = 1,
     ) -> Tensor:
-        """query [B, T, d]; key, value from `project_key_value`: [B, h, S, d_k]; returns [B, T, d]."""
-        heads = scaled_dot_product_attention(self._split_heads(self.q_proj(query)), key, value, mask, record)
-        batch, _, length, _ = heads.shape
-        return self.out_proj(heads.transpose(1, 2).reshape(batch, length, -1))
+        """query [B, T, d]; key, value from `project_key_value`: [B / group, h, S, d_k]; returns [B, T, d].
+
+        With group > 1, each `group` consecutive query rows share one row of keys and values (the
+        beams of one sentence and its encoder output): their queries attend side by side, so the
+        keys and values are never repeated per beam.
+        """
+        q = self._split_heads(self.q_proj(query))
+        rows, heads, length, d_k = q.shape
+        if group > 1:
+            q = q.view(rows // group, group, heads, length, d_k).transpose(1, 2).reshape(rows // group, heads, -1, d_k)
+        attended = scaled_dot_product_attention(q, key, value, mask, record)
+        if group > 1:
+            attended = attended.view(rows // group, heads, group, length, d_k).transpose(1, 2)
+        return self.out_proj(attended.reshape(rows, heads, length, d_k).transpose(1, 2).reshape(rows, length, -1))
 
 
 # ----------------------------------------------------------------------------- sub-layers (§3.1, §3.3)
@@ -181,38 +191,45 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """§3.1, decoder: masked self-attention, attention over the encoder output, feed-forward."""
+    """§3.1, decoder: masked self-attention, attention over the encoder output, feed-forward.
 
-    def __init__(self, config: ModelConfig):
+    Without `cross_attention`, it is a decoder-only language model's block (GPT's): masked
+    self-attention and the feed-forward network.
+    """
+
+    def __init__(self, config: ModelConfig, cross_attention: bool = True):
         super().__init__()
         self.self_attention = MultiHeadAttention(config.d_model, config.n_heads)
         self.self_attention_residual = ResidualNorm(config.d_model, config.dropout, config.norm_placement)
-        self.cross_attention = MultiHeadAttention(config.d_model, config.n_heads)
-        self.cross_attention_residual = ResidualNorm(config.d_model, config.dropout, config.norm_placement)
+        if cross_attention:
+            self.cross_attention = MultiHeadAttention(config.d_model, config.n_heads)
+            self.cross_attention_residual = ResidualNorm(config.d_model, config.dropout, config.norm_placement)
+        else:
+            self.cross_attention = self.cross_attention_residual = None
         self.feed_forward = PositionwiseFeedForward(config.d_model, config.d_ff, config.activation)
         self.feed_forward_residual = ResidualNorm(config.d_model, config.dropout, config.norm_placement)
 
     def forward(
-        self, x: Tensor, memory_kv: KeyValue, memory_mask: Tensor, look_ahead: Tensor | None,
-        past_kv: KeyValue | None = None, record: AttentionMaps | None = None, kv_dtype: torch.dtype | None = None,
-    ) -> tuple[Tensor, KeyValue]:
-        """Returns the layer output and the self-attention keys/values of all positions so far
-        (in `kv_dtype`, where a decoding cache keeps them in another dtype than the model's)."""
+        self, x: Tensor, memory_kv: KeyValue | None, memory_mask: Tensor | None, look_ahead: Tensor | None,
+        cache: DecoderCache | None = None, index: int = 0, record: AttentionMaps | None = None,
+    ) -> Tensor:
+        """With a `cache`, x holds the new positions only; their keys and values join the cached
+        ones (this is layer `index`), and the cache's beams share the encoder's keys and values."""
         h = self.self_attention_residual.sublayer_input(x)
         key, value = self.self_attention.project_key_value(h)
-        if kv_dtype is not None:
-            key, value = key.to(kv_dtype), value.to(kv_dtype)
-        if past_kv is not None:
-            key, value = torch.cat([past_kv[0], key], dim=2), torch.cat([past_kv[1], value], dim=2)
+        if cache is not None:
+            key, value = cache.extend(index, key, value)
         attended = self.self_attention(h, key, value, look_ahead, record.decoder_self if record else None)
         x = self.self_attention_residual(x, attended)
 
-        h = self.cross_attention_residual.sublayer_input(x)
-        attended = self.cross_attention(h, *memory_kv, memory_mask, record.cross if record else None)
-        x = self.cross_attention_residual(x, attended)
+        if self.cross_attention is not None:
+            h = self.cross_attention_residual.sublayer_input(x)
+            attended = self.cross_attention(h, *memory_kv, memory_mask, record.cross if record else None,
+                                            group=cache.beams if cache is not None else 1)
+            x = self.cross_attention_residual(x, attended)
 
         h = self.feed_forward_residual.sublayer_input(x)
-        return self.feed_forward_residual(x, self.feed_forward(h)), (key, value)
+        return self.feed_forward_residual(x, self.feed_forward(h))
 
 
 # ----------------------------------------------------------------------------- embeddings (§3.4, §3.5)
@@ -290,36 +307,62 @@ class Embeddings(nn.Module):
 
 @dataclass
 class DecoderCache:
-    """Explicit incremental-decoding state (as fairseq's incremental_state, but an object).
+    """Explicit incremental-decoding state (fairseq's incremental_state, as an object).
 
-    `cross` holds each layer's keys/values of the encoder output, projected once per sentence;
-    `self_attention` each layer's keys/values of the target positions decoded so far, so a new
-    token costs one step of the decoder, not a re-run of the prefix.
+    `cross` holds each layer's keys/values of the encoder output, projected once per sentence
+    [n, h, S, d_k], with `memory_mask` [n, 1, 1, S]. Rows are sentence-major: the `beams` rows of
+    sentence i are rows i * beams ... i * beams + beams - 1, and their queries attend the
+    sentence's keys together (MultiHeadAttention's `group`), never a copy per beam.
+    `self_attention` holds each layer's keys/values of the target positions decoded so far, per
+    row, in buffers [rows, h, capacity, d_k] that grow by CHUNK positions at a time: a new token
+    writes one position instead of re-copying the cache (torch.cat did, every step), so a token
+    costs one step of the decoder, not a re-run of the prefix.
 
     On the CPU both are kept in float32 even for a bfloat16 model, where attention runs in float32
-    (see scaled_dot_product_attention: a bfloat16 server's memory grew with every new shape), so
-    they are converted once, not at every step.
+    (see scaled_dot_product_attention), so they are converted once, not at every step.
     """
 
-    cross: list[KeyValue]
-    self_attention: list[KeyValue | None]
+    CHUNK = 16
+
+    cross: list[KeyValue]  # empty for a decoder-only language model
+    memory_mask: Tensor | None
+    beams: int
     dtype: torch.dtype
+    self_attention: list[KeyValue | None] = field(default_factory=list)
+    length: int = 0  # target positions cached
 
-    @property
-    def length(self) -> int:
-        """How many target positions are cached."""
-        first = self.self_attention[0]
-        return 0 if first is None else first[0].size(2)
+    def extend(self, layer: int, key: Tensor, value: Tensor) -> KeyValue:
+        """Store `layer`'s keys/values of the new positions after the cached ones; return those of
+        every position so far (views of the buffers)."""
+        end = self.length + key.size(2)
+        while len(self.self_attention) <= layer:
+            self.self_attention.append(None)
+        buffers = self.self_attention[layer]
+        if buffers is None or buffers[0].size(2) < end:
+            capacity = -(-end // self.CHUNK) * self.CHUNK
+            grown = tuple(key.new_empty(key.size(0), key.size(1), capacity, key.size(3), dtype=self.dtype)
+                          for _ in range(2))
+            if buffers is not None:
+                for old, new in zip(buffers, grown):
+                    new[:, :, :self.length] = old[:, :, :self.length]
+            self.self_attention[layer] = buffers = grown
+        buffers[0][:, :, self.length:end] = key
+        buffers[1][:, :, self.length:end] = value
+        return buffers[0][:, :, :end], buffers[1][:, :, :end]
 
-    def select(self, rows: Tensor, cross: bool = True) -> None:
-        """Keep (and reorder, or repeat) batch rows, e.g. the surviving beams of beam search.
+    def advance(self, positions: int) -> None:
+        """The decoder has stored `positions` new positions in every layer."""
+        self.length += positions
 
-        With cross=False the encoder keys/values are left as they are (beams that stay within
-        their sentence need no reordering of the source side).
-        """
-        self.self_attention = [None if kv is None else (kv[0][rows], kv[1][rows]) for kv in self.self_attention]
-        if cross:
-            self.cross = [(k[rows], v[rows]) for k, v in self.cross]
+    def select(self, rows: Tensor, sentences: Tensor | None = None) -> None:
+        """Keep (and reorder) rows, e.g. the surviving beams of beam search; `sentences`, when some
+        have finished, are those whose source side stays (rows must then be theirs, in order)."""
+        self.self_attention = [None if kv is None else (kv[0].index_select(0, rows), kv[1].index_select(0, rows))
+                               for kv in self.self_attention]
+        if sentences is not None:
+            self.cross = [(k.index_select(0, sentences), v.index_select(0, sentences)) for k, v in self.cross]
+            if self.memory_mask is not None:
+                self.memory_mask = self.memory_mask.index_select(0, sentences)
 
 
 @dataclass
@@ -350,26 +393,25 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """§3.1: a stack of N identical decoder layers."""
+    """§3.1: a stack of N identical decoder layers (without cross-attention: a language model's)."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, cross_attention: bool = True):
         super().__init__()
-        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.n_decoder_layers))
+        self.layers = nn.ModuleList(DecoderLayer(config, cross_attention) for _ in range(config.n_decoder_layers))
         self.final_norm = nn.LayerNorm(config.d_model) if config.norm_placement == "pre" else nn.Identity()
 
     def forward(
-        self, x: Tensor, memory_kv: list[KeyValue], memory_mask: Tensor, cache: DecoderCache | None = None,
-        record: AttentionMaps | None = None,
+        self, x: Tensor, memory_kv: list[KeyValue] | None, memory_mask: Tensor | None,
+        cache: DecoderCache | None = None, record: AttentionMaps | None = None,
     ) -> Tensor:
         past = cache.length if cache is not None else 0
         n_new = x.size(1)
         # One new token may look at every cached position: no mask needed.
         look_ahead = None if n_new == 1 else look_ahead_mask(n_new, past + n_new, x.device)
         for i, layer in enumerate(self.layers):
-            past_kv = cache.self_attention[i] if cache is not None else None
-            x, kv = layer(x, memory_kv[i], memory_mask, look_ahead, past_kv, record, cache.dtype if cache else None)
-            if cache is not None:
-                cache.self_attention[i] = kv
+            x = layer(x, memory_kv[i] if memory_kv else None, memory_mask, look_ahead, cache, i, record)
+        if cache is not None:
+            cache.advance(n_new)
         return self.final_norm(x)
 
 
@@ -420,27 +462,31 @@ class Transformer(nn.Module):
         mask = key_padding_mask(padding_mask(src, self.config.pad_id))
         return self.encoder(self.source_embeddings(src), mask, record)
 
-    def new_cache(self, memory: Tensor) -> DecoderCache:
-        """An empty decoding cache with the encoder output projected once for every layer."""
+    def new_cache(self, memory: Tensor, src_mask: Tensor, beams: int = 1) -> DecoderCache:
+        """An empty decoding cache for `beams` rows per sentence, with the encoder output
+        (memory [n, S, d], src_mask [n, S]) projected once for every layer."""
         dtype = torch.float32 if memory.device.type == "cpu" else memory.dtype
         cross = [tuple(kv.to(dtype) for kv in layer.cross_attention.project_key_value(memory))
                  for layer in self.decoder.layers]
-        return DecoderCache(cross=cross, self_attention=[None] * len(cross), dtype=dtype)
+        return DecoderCache(cross=cross, memory_mask=key_padding_mask(src_mask), beams=beams, dtype=dtype)
 
     def decode(
-        self, tgt_in: Tensor, memory: Tensor | None, src_mask: Tensor, cache: DecoderCache | None = None,
-        record: AttentionMaps | None = None,
+        self, tgt_in: Tensor, memory: Tensor | None = None, src_mask: Tensor | None = None,
+        cache: DecoderCache | None = None, record: AttentionMaps | None = None,
     ) -> Tensor:
         """Logits [B, T, vocab] for target inputs [B, T] given the encoder output.
 
-        `src_mask` is `padding_mask(src, pad_id)`. With a `cache` (from `new_cache`), `tgt_in` holds
-        only the new positions, which follow the cached ones, and `memory` is not needed.
+        Either `memory` and `src_mask` (`padding_mask(src, pad_id)`), or a `cache` (from
+        `new_cache`), which holds the encoder's side; `tgt_in` then holds only the new positions,
+        which follow the cached ones.
         """
-        memory_kv = cache.cross if cache is not None else [
-            layer.cross_attention.project_key_value(memory) for layer in self.decoder.layers]
-        offset = cache.length if cache is not None else 0
+        if cache is not None:
+            memory_kv, memory_mask, offset = cache.cross, cache.memory_mask, cache.length
+        else:
+            memory_kv = [layer.cross_attention.project_key_value(memory) for layer in self.decoder.layers]
+            memory_mask, offset = key_padding_mask(src_mask), 0
         x = self.target_embeddings(tgt_in, offset)
-        x = self.decoder(x, memory_kv, key_padding_mask(src_mask), cache, record)
+        x = self.decoder(x, memory_kv, memory_mask, cache, record)
         return self.output_projection(x)
 
     def forward(self, src: Tensor, tgt_in: Tensor, record: AttentionMaps | None = None) -> Tensor:

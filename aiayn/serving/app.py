@@ -25,8 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aiayn.decoding.search import DecodingTimeout
 from aiayn.decoding.translator import Translator
-from aiayn.model import parameter_counts
-from aiayn.serving.batcher import DynamicBatcher
+from aiayn.errors import InputError
+from aiayn.family.classifier import CLASSIFIER, TextClassifier
+from aiayn.family.store import TRANSLATOR, kind_of
+from aiayn.model import Transformer, parameter_counts
+from aiayn.serving.batcher import DynamicBatcher, ModelThread
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,26 @@ class AttentionResponse(BaseModel):
         None, description="decoder self-attention [layer][head][target][target] (maps: all)")
 
 
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: list[str] = Field(description=f"sentences to classify (at most {LIMITS.max_sentences}, "
+                                        f"each at most {LIMITS.max_characters} characters)")
+
+
+class Label(BaseModel):
+    label: str
+    score: float
+
+
+class ClassifyResponse(BaseModel):
+    results: list[Label]
+    model: str
+
+
 class ModelInfo(BaseModel):
     model: str
+    kind: str
+    labels: list[str] | None = None
     checkpoint: str
     languages: dict[str, str | None]
     vocab_size: int
@@ -93,6 +114,14 @@ class ModelInfo(BaseModel):
 class Health(BaseModel):
     status: str
     batches: int
+
+
+def _parameters(config, classifier: TextClassifier | None = None) -> dict[str, int]:
+    """The model's parameter counts, from its shapes (an int8 model keeps its weights packed)."""
+    if classifier is not None:
+        return {"total": sum(p.numel() for p in classifier.model.parameters())}
+    with torch.device("meta"):
+        return parameter_counts(Transformer(config))
 
 
 def _check_encodable(field: str, text: str) -> None:
@@ -161,20 +190,18 @@ class BodyLimit:
         await response(scope, None, send)
 
 
-def create_app(translator: Translator, name: str, checkpoint: str = "", max_wait_ms: float = 5.0,
-               max_batch_tokens: int = 4000, limits: ServiceLimits = LIMITS) -> FastAPI:
-    """The app around one loaded translator. max_wait_ms=0 and max_batch_tokens=0 turn batching off."""
-    batcher = DynamicBatcher(translator, max_wait_ms, max_batch_tokens, limits.decode_timeout_s)
+def _base_app(worker: ModelThread, limits: ServiceLimits, title: str) -> FastAPI:
+    """What every service has: the model thread's life, the body limit, errors without echoes,
+    /healthz and the page (which adapts to /v1/model's kind)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher.start()
+        worker.start()
         yield
-        await batcher.stop()
+        await worker.stop()
 
-    app = FastAPI(title="aiayn", description="Translation with the Transformer of 'Attention Is All You Need'.",
-                  version="0.1.0", lifespan=lifespan)
-    app.state.batcher = batcher
+    app = FastAPI(title="aiayn", description=title, version="0.1.0", lifespan=lifespan)
+    app.state.worker = worker
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
@@ -190,12 +217,29 @@ def create_app(translator: Translator, name: str, checkpoint: str = "", max_wait
             "detail": f"decoding took longer than the server's limit of {limits.decode_timeout_s:g} s "
                       "(--timeout); send fewer or shorter sentences, or a smaller beam"})
 
-    languages = translator.config.get("languages") or {}
-    info = ModelInfo(model=name, checkpoint=checkpoint,
-                     languages={"source": languages.get("source"), "target": languages.get("target")},
-                     vocab_size=translator.tokenizer.vocab_size, parameters=parameter_counts(translator.model),
-                     config=translator.model.config.to_dict())
     page = resources.files("aiayn.serving").joinpath("page.html").read_text(encoding="utf-8")
+
+    @app.get("/healthz", response_model=Health)
+    async def health() -> Health:
+        return Health(status="ok", batches=worker.batches)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> str:
+        return page
+
+    return app
+
+
+def create_app(translator: Translator, name: str, checkpoint: str = "", max_wait_ms: float = 5.0,
+               max_batch_tokens: int = 4000, limits: ServiceLimits = LIMITS) -> FastAPI:
+    """The app around one loaded translator. max_wait_ms=0 and max_batch_tokens=0 turn batching off."""
+    batcher = DynamicBatcher(translator, max_wait_ms, max_batch_tokens, limits.decode_timeout_s)
+    app = _base_app(batcher, limits, "Translation with the Transformer of 'Attention Is All You Need'.")
+    languages = translator.config.get("languages") or {}
+    info = ModelInfo(model=name, kind="translator", checkpoint=checkpoint,
+                     languages={"source": languages.get("source"), "target": languages.get("target")},
+                     vocab_size=translator.tokenizer.vocab_size, parameters=_parameters(translator.model.config),
+                     config=translator.model.config.to_dict())
 
     @app.post("/v1/translate", response_model=TranslateResponse,
               responses={413: {"description": "too large"}, 503: {"description": "took too long"}})
@@ -231,13 +275,28 @@ def create_app(translator: Translator, name: str, checkpoint: str = "", max_wait
     async def model_info() -> ModelInfo:
         return info
 
-    @app.get("/healthz", response_model=Health)
-    async def health() -> Health:
-        return Health(status="ok", batches=batcher.batches)
+    return app
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index() -> str:
-        return page
+
+def create_classifier_app(classifier: TextClassifier, name: str, checkpoint: str = "",
+                          limits: ServiceLimits = LIMITS) -> FastAPI:
+    """The app around one sentence classifier (aiayn train-classifier): POST /v1/classify."""
+    worker = ModelThread(limits.decode_timeout_s)
+    app = _base_app(worker, limits, "Sentence classification with the Transformer's encoder (BERT's recipe).")
+    info = ModelInfo(model=name, kind="classifier", checkpoint=checkpoint, languages={"source": None, "target": None},
+                     vocab_size=classifier.tokenizer.vocab_size, labels=classifier.labels,
+                     parameters=_parameters(classifier.model.config, classifier), config=classifier.model.config.to_dict())
+
+    @app.post("/v1/classify", response_model=ClassifyResponse, responses={413: {"description": "too large"}})
+    async def classify(request: ClassifyRequest) -> ClassifyResponse:
+        _check_texts(request.text, limits)
+        found = await worker.call(classifier.classify, request.text) if request.text else []
+        worker.batches += bool(request.text)
+        return ClassifyResponse(results=[Label(label=label, score=score) for label, score in found], model=name)
+
+    @app.get("/v1/model", response_model=ModelInfo)
+    async def model_info() -> ModelInfo:
+        return info
 
     return app
 
@@ -245,8 +304,6 @@ def create_app(translator: Translator, name: str, checkpoint: str = "", max_wait
 def check_address(host: str, port: int) -> None:
     """Refuse, before loading anything, an address this machine cannot listen on."""
     import socket
-
-    from aiayn.errors import InputError
 
     try:
         family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
@@ -259,14 +316,20 @@ def check_address(host: str, port: int) -> None:
 
 def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, max_wait_ms: float = 5.0,
           max_batch_tokens: int = 4000, device: str = "cpu", bf16: bool = False,
-          limits: ServiceLimits = LIMITS) -> None:
+          limits: ServiceLimits = LIMITS, int8: bool = False) -> None:
     """Load a checkpoint and serve it until SIGINT/SIGTERM; in-flight requests finish first."""
     import uvicorn
 
     from aiayn.checkpoint import resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint, announce=True)
-    translator = Translator.from_checkpoint(path, device=device, bf16=bf16)
     name = Path(checkpoint).resolve().name
-    app = create_app(translator, name, str(path), max_wait_ms, max_batch_tokens, limits)
+    kind = kind_of(path)
+    if kind == CLASSIFIER:
+        app = create_classifier_app(TextClassifier.from_checkpoint(path, device), name, str(path), limits)
+    elif kind == TRANSLATOR:
+        translator = Translator.from_checkpoint(path, device=device, bf16=bf16, int8=int8)
+        app = create_app(translator, name, str(path), max_wait_ms, max_batch_tokens, limits)
+    else:
+        raise InputError(f"{path}: a {kind} checkpoint; aiayn serve takes translators and classifiers")
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=30)

@@ -26,34 +26,19 @@ class _Job:
         self.tokens = sum(len(s) + 1 for s in self.ids)
 
 
-class DynamicBatcher:
-    """Runs every model call on one worker thread; translation requests that arrive within
-    `max_wait_ms` of each other (up to `max_batch_tokens` source tokens) are decoded together, and
-    each caller gets its own sentences back. `max_wait_ms=0, max_batch_tokens=0` serves one request
-    at a time (the baseline the benchmark compares with).
+class ModelThread:
+    """Every model call on one worker thread, in turn: a request's work never runs beside
+    another's, and the event loop stays free to take requests. A call gets `timeout_s` seconds
+    (its work checks `deadline()`)."""
 
-    Requests are served in arrival order: the oldest waiting request heads the next batch, and
-    later ones decoded alike join it while they fit; the others keep their places. A request gets
-    `timeout_s` seconds of decoding from when its batch starts (DecodingTimeout after that). If a
-    batch fails, its requests are decoded again one by one, smallest first, all within one more
-    time limit: only the request at fault fails, and a failed batch costs the model at most twice
-    the time limit.
-    """
-
-    def __init__(self, translator: Translator, max_wait_ms: float = 5.0, max_batch_tokens: int = 4000,
-                 timeout_s: float | None = None):
-        self.translator = translator
-        self.max_wait = max_wait_ms / 1000.0
-        self.max_batch_tokens = max_batch_tokens
+    def __init__(self, timeout_s: float | None = None):
         self.timeout_s = timeout_s
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aiayn-model")
-        self.pending: deque[_Job] = deque()
-        self.arrived = asyncio.Event()
-        self.batches = 0  # decoding batches run, for /healthz and tests
         self.task: asyncio.Task | None = None
+        self.batches = 0  # model calls for requests, for /healthz and tests
 
     def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._serve())
+        pass
 
     async def stop(self) -> None:
         if self.task:
@@ -69,8 +54,35 @@ class DynamicBatcher:
         return None if self.timeout_s is None else time.monotonic() + self.timeout_s
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run any model work on the worker thread (serialised with the decoding batches)."""
+        """Run any model work on the worker thread (serialised with everything else)."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+
+class DynamicBatcher(ModelThread):
+    """Translation requests that arrive within `max_wait_ms` of each other (up to
+    `max_batch_tokens` source tokens) are decoded together on the model thread, and each caller
+    gets its own sentences back. `max_wait_ms=0, max_batch_tokens=0` serves one request at a time
+    (the baseline the benchmark compares with).
+
+    Requests are served in arrival order: the oldest waiting request heads the next batch, and
+    later ones decoded alike join it while they fit; the others keep their places. A request gets
+    `timeout_s` seconds of decoding from when its batch starts (DecodingTimeout after that). If a
+    batch fails, its requests are decoded again one by one, smallest first, all within one more
+    time limit: only the request at fault fails, and a failed batch costs the model at most twice
+    the time limit.
+    """
+
+    def __init__(self, translator: Translator, max_wait_ms: float = 5.0, max_batch_tokens: int = 4000,
+                 timeout_s: float | None = None):
+        super().__init__(timeout_s)
+        self.translator = translator
+        self.max_wait = max_wait_ms / 1000.0
+        self.max_batch_tokens = max_batch_tokens
+        self.pending: deque[_Job] = deque()
+        self.arrived = asyncio.Event()
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._serve())
 
     async def translate(self, texts: list[str], beam: int, alpha: float) -> list[str]:
         if not texts:

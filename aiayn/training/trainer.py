@@ -397,6 +397,7 @@ def train(run_dir: str | Path, model_config: ModelConfig | None = None, config: 
         elif group.rank:
             torch.manual_seed(config.seed + 1_000_003 * group.rank)  # other dropout draws in each process
         trainer.run()
+        group.barrier()  # every process done before the group goes: gloo aborted one leaving early
         return trainer
     finally:
         group.leave()

@@ -99,15 +99,13 @@ class MarkovModel(nn.Module):
     def encode(self, src: torch.Tensor) -> torch.Tensor:
         return src.float()[..., None]
 
-    def new_cache(self, memory: torch.Tensor) -> DecoderCache:
-        return DecoderCache(cross=[(memory[:, None], memory[:, None])], self_attention=[None], dtype=memory.dtype)
+    def new_cache(self, memory: torch.Tensor, src_mask: torch.Tensor, beams: int = 1) -> DecoderCache:
+        return DecoderCache(cross=[], memory_mask=src_mask, beams=beams, dtype=memory.dtype)
 
-    def decode(self, tgt_in, memory, src_mask, cache=None):
+    def decode(self, tgt_in, memory=None, src_mask=None, cache=None):
         self.steps += 1
         if cache is not None:
-            new = tgt_in.float()[:, None, :, None]
-            past = cache.self_attention[0]
-            cache.self_attention[0] = (new, new) if past is None else (torch.cat([past[0], new], 2),) * 2
+            cache.advance(tgt_in.size(1))
         return self.table[tgt_in[:, -1]][:, None, :].expand(-1, tgt_in.size(1), -1)
 
 

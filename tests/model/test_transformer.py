@@ -285,7 +285,7 @@ def test_decoder_layer_matches_torch() -> None:
     real[0, 5:] = False
     causal = nn.Transformer.generate_square_subsequent_mask(5)
     expected = theirs(x, memory, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=~real)
-    got, _ = ours(x, ours.cross_attention.project_key_value(memory), key_padding_mask(real), look_ahead_mask(5, 5))
+    got = ours(x, ours.cross_attention.project_key_value(memory), key_padding_mask(real), look_ahead_mask(5, 5))
     assert torch.allclose(got, expected, atol=1e-5)
 
 
@@ -309,8 +309,8 @@ def test_cached_decoding_one_token_at_a_time_equals_the_full_pass(norm_placement
     src[1, 3:] = PAD
     full = model(src, tgt)
     memory = model.encode(src)
-    cache = model.new_cache(memory)
-    steps = [model.decode(tgt[:, t: t + 1], None, padding_mask(src, PAD), cache) for t in range(5)]
+    cache = model.new_cache(memory, padding_mask(src, PAD))
+    steps = [model.decode(tgt[:, t: t + 1], cache=cache) for t in range(5)]
     assert cache.length == 5
     assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
 

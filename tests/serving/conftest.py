@@ -10,12 +10,6 @@ from aiayn.serving.launch import start_server
 
 
 @pytest.fixture(scope="session")
-def launch():
-    """Start another server: `process, url = launch(checkpoint, *extra_args)`."""
-    return start_server
-
-
-@pytest.fixture(scope="session")
 def server(trained_run: Path) -> Iterator[str]:
     process, url = start_server(trained_run)
     yield url

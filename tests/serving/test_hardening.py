@@ -150,7 +150,7 @@ def test_a_request_over_the_time_limit_fails_alone(bf16_server: tuple[str, int])
     def send(name: str, body) -> None:
         results[name] = post(url, "/v1/translate", body)
 
-    heavy = {"text": [at_limit(NON_LATIN)] * 8, "beam": 4}
+    heavy = {"text": [at_limit(NON_LATIN)] * 64, "beam": 16}  # minutes of work at the limits
     threads = [threading.Thread(target=send, args=("heavy", heavy))]
     threads += [threading.Thread(target=send, args=(f"light{i}", {"text": ["seven"], "beam": 4})) for i in range(6)]
     for t in threads:

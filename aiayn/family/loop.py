@@ -1,0 +1,117 @@
+"""One training loop for the Transformer's descendants (aiayn.model.family): the paper's Adam
+(0.9, 0.98, 1e-9) and warm-up schedule (§5.3), bf16 autocast where asked, progress on stderr
+(loss, examples/s, ETA), a stop after a number of steps or minutes, and an evaluation every
+`eval_every` steps whose best state is the one kept."""
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from aiayn.errors import InputError
+from aiayn.runtime import keep_freed_memory
+from aiayn.training.schedule import learning_rate
+
+
+@dataclass
+class Schedule:
+    max_steps: int | None = None
+    time_budget_s: float | None = None  # seconds of training steps (evaluation not counted)
+    warmup_steps: int = 400
+    lr_scale: float = 1.0
+    eval_every: int = 200
+    log_every: int = 20
+    bf16: bool = False
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        if not (self.max_steps or self.time_budget_s):
+            raise InputError("no stopping rule: give --max-steps or --time-budget")
+        for name in ("warmup_steps", "eval_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.lr_scale > 0:
+            raise InputError(f"lr_scale must be positive, got {self.lr_scale}")
+
+
+@dataclass
+class Outcome:
+    best_state: dict[str, Tensor]  # the weights that scored best (the last ones without evaluation)
+    best_score: float | None
+    steps: int
+    seconds: float
+    history: list[dict[str, Any]]
+
+
+def fit(model: nn.Module, batches: Iterator[Any], loss_of: Callable[[nn.Module, Any], tuple[Tensor, int]],
+        schedule: Schedule, evaluate: Callable[[nn.Module], float] | None = None, unit: str = "examples") -> Outcome:
+    """Train `model` on `batches` until the schedule's stopping rule holds. `loss_of(model, batch)`
+    gives the summed loss of a batch and how many items it holds (the loss is averaged over them);
+    `evaluate(model)` a score, higher is better."""
+    keep_freed_memory()
+    device = next(model.parameters()).device
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.0, betas=(0.9, 0.98), eps=1e-9, fused=True)
+    best_state, best_score, history = copy.deepcopy(model.state_dict()), None, []
+    steps, seconds, window_loss, window_items, window_seconds = 0, 0.0, 0.0, 0, 0.0
+    total = schedule.max_steps or math.inf
+    bar = tqdm(total=1000, file=sys.stderr, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30,
+               bar_format="{percentage:3.0f}%|{bar:20}| {elapsed}<{remaining} {postfix}")
+
+    def done() -> bool:
+        return steps >= total or (schedule.time_budget_s is not None and seconds >= schedule.time_budget_s)
+
+    model.train()
+    while not done():
+        started = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=schedule.bf16):
+            loss_sum, items = loss_of(model, next(batches))
+        (loss_sum / max(items, 1)).backward()
+        loss_value = loss_sum.item()
+        if not math.isfinite(loss_value):
+            raise InputError(f"the loss became {loss_value} at step {steps + 1}: lower --lr-scale")
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(steps + 1, model.config.d_model, schedule.warmup_steps, schedule.lr_scale)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        elapsed = time.perf_counter() - started
+        steps, seconds = steps + 1, seconds + elapsed
+        window_loss, window_items, window_seconds = window_loss + loss_value, window_items + items, window_seconds + elapsed
+        fraction = max(steps / total, seconds / schedule.time_budget_s if schedule.time_budget_s else 0.0)
+        bar.update(int(1000 * min(fraction, 1.0)) - bar.n)
+        if steps % schedule.log_every == 0 or done():
+            record = {"step": steps, "loss": window_loss / max(window_items, 1),
+                      f"{unit}_per_s": window_items / window_seconds, "train_seconds": seconds}
+            history.append(record)
+            bar.set_postfix_str(f"step {steps} loss {record['loss']:.3f} {record[f'{unit}_per_s']:,.0f} {unit}/s",
+                                refresh=False)
+            window_loss, window_items, window_seconds = 0.0, 0, 0.0
+        if evaluate is not None and (steps % schedule.eval_every == 0 or done()):
+            model.eval()
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=schedule.bf16):
+                score = evaluate(model)
+            model.train()
+            history.append({"step": steps, "score": score, "train_seconds": seconds})
+            tqdm.write(f"step {steps}: {score:.4f}", file=sys.stderr)
+            if best_score is None or score > best_score:
+                best_state, best_score = copy.deepcopy(model.state_dict()), score
+    bar.close()
+    if evaluate is None:
+        best_state = copy.deepcopy(model.state_dict())
+    model.eval()
+    return Outcome(best_state, best_score, steps, seconds, history)
+
+
+def forever(make_epoch: Callable[[int], list[Any]]) -> Iterator[Any]:
+    """The batches of epoch 0, then of epoch 1, and so on."""
+    epoch = 0
+    while True:
+        yield from make_epoch(epoch)
+        epoch += 1

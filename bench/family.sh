@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The Transformer's family on this CPU (issue: encoder-only classifier, decoder-only LM, ViT, ko->en).
+#   bash bench/family.sh sst2      # SST-2: TF-IDF + LR baseline, the encoder from scratch, and MLM + fine-tuning (30 min in all)
+#   bash bench/family.sh lm        # a language model on the English of Tatoeba de-en + Multi30k; validation perplexity
+#   bash bench/family.sh vit       # a Vision Transformer on scikit-learn's digits; test accuracy, attention picture
+#   bash bench/family.sh koen      # a ko->en translator on Tatoeba ko-en; dev BLEU, "나는 학생입니다"
+# Stages over 10 minutes: run them with nohup and read bench/out/*.log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=$(cd ../shared/data && pwd)
+A=".venv/bin/aiayn"
+mkdir -p bench/out
+for stage in "$@"; do
+  case $stage in
+  sst2)
+    .venv/bin/python bench/sst2_baseline.py "$DATA/sst2/train.tsv.gz" "$DATA/sst2/dev.tsv.gz" | tee bench/out/sst2_baseline.log
+    # Without pre-training: 30 minutes of fine-tuning from scratch.
+    $A train-classifier --train "$DATA/sst2/train.tsv.gz" --valid "$DATA/sst2/dev.tsv.gz" --label-names NEGATIVE,POSITIVE \
+      --out bench/out/sst2_scratch --overwrite --preset small --vocab-size 8000 --batch-tokens 4000 --warmup 1000 \
+      --lr-scale 0.5 --time-budget 30 --eval-every 250 --bf16 2>&1 | tee bench/out/sst2_scratch.log
+    # With pre-training: 12 minutes of masked-language modelling on the SST-2 text and the English of
+    # Tatoeba and Multi30k, then 18 minutes of fine-tuning.
+    $A pretrain-mlm --text "$DATA/sst2/train.tsv.gz" "$DATA/tatoeba-de-en/train.en.gz" "$DATA/multi30k/train.en.gz" \
+      --out bench/out/sst2_mlm --overwrite --preset small --vocab-size 8000 --batch-tokens 6000 --warmup 1000 \
+      --time-budget 12 --bf16 2>&1 | tee bench/out/sst2_mlm.log
+    $A train-classifier --train "$DATA/sst2/train.tsv.gz" --valid "$DATA/sst2/dev.tsv.gz" --label-names NEGATIVE,POSITIVE \
+      --init bench/out/sst2_mlm --out bench/out/sst2_finetuned --overwrite --preset small --batch-tokens 4000 \
+      --warmup 1000 --lr-scale 0.5 --time-budget 18 --eval-every 250 --bf16 2>&1 | tee bench/out/sst2_finetuned.log ;;
+  lm)
+    $A train-lm --text "$DATA/tatoeba-de-en/train.en.gz" "$DATA/multi30k/train.en.gz" \
+      --valid "$DATA/tatoeba-de-en/dev.en.gz" "$DATA/multi30k/val.en.gz" --out bench/out/lm --overwrite --preset small \
+      --vocab-size 8000 --batch-tokens 8000 --warmup 1000 --time-budget 20 --eval-every 500 --bf16 2>&1 | tee bench/out/lm.log
+    $A generate --checkpoint bench/out/lm --prompt "I am a" --sample --top-p 0.9 --seed 1 --n 3 | tee -a bench/out/lm.log ;;
+  vit)
+    $A train-vit --out bench/out/vit --overwrite --time-budget 3 --eval-every 250 2>&1 | tee bench/out/vit.log
+    $A attention --checkpoint bench/out/vit --image 0 --out docs/vit_attention.png | tee -a bench/out/vit.log ;;
+  koen)
+    $A train --out bench/out/koen --overwrite --train-src "$DATA/tatoeba-ko-en/train.ko.gz" \
+      --train-tgt "$DATA/tatoeba-ko-en/train.en.gz" --valid-src "$DATA/tatoeba-ko-en/dev.ko.gz" \
+      --valid-tgt "$DATA/tatoeba-ko-en/dev.en.gz" --preset small --vocab-size 4000 --batch-tokens 4000 --warmup 400 \
+      --lr-scale 0.5 --dropout 0.3 --time-budget 15 --eval-every 200 --save-every 200 --bf16 2>&1 | tee bench/out/koen.log
+    for beam in 1 4; do
+      $A evaluate --checkpoint bench/out/koen --src "$DATA/tatoeba-ko-en/dev.ko.gz" --ref "$DATA/tatoeba-ko-en/dev.en.gz" \
+        --beam $beam 2>/dev/null | sed "s/^/[koen beam $beam] /" | tee -a bench/out/koen.log
+    done
+    echo "나는 학생입니다" | $A translate --checkpoint bench/out/koen | tee -a bench/out/koen.log
+    $A attention --checkpoint bench/out/koen --src "나는 학생입니다" --out docs/attention_koen.png | tee -a bench/out/koen.log ;;
+  *) echo "unknown stage $stage"; exit 2 ;;
+  esac
+done

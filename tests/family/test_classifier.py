@@ -1,0 +1,106 @@
+"""The encoder as a sentence classifier (BERT's recipe): training, the pipeline the notes show,
+the CLI, and /v1/classify over HTTP."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aiayn import pipeline
+from aiayn.cli import main
+from aiayn.errors import InputError
+
+NOTES = ["I love this product! It's amazing and works perfectly.",
+         "This is the worst experience I've ever had. Completely disappointed."]
+# Made-up reviews in the notes' words: sentiment words of one side, the rest shared by both.
+GOOD = ["love", "amazing", "perfectly.", "great", "wonderful", "good!", "It's", "works"]
+BAD = ["worst", "disappointed.", "awful", "terrible", "Completely", "bad", "boring.", "ever"]
+FILLER = ["This", "this", "product!", "is", "the", "I", "I've", "had.", "and", "experience", "a", "movie", "it", "was"]
+
+
+def sentences(n: int, seed: int) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.choice("01")
+        words = rng.choices(FILLER, k=rng.randint(3, 9)) + rng.choices(GOOD if label == "1" else BAD, k=rng.randint(1, 3))
+        rng.shuffle(words)
+        rows.append((" ".join(words), label))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("sentiment")
+    paths = {}
+    for split, n, seed in (("train", 1200, 1), ("dev", 200, 2)):
+        paths[split] = root / f"{split}.tsv"
+        paths[split].write_text("sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in sentences(n, seed)))
+    return paths
+
+
+TINY = ["--preset", "tiny", "--vocab-size", "300", "--batch-tokens", "1000", "--warmup", "50", "--eval-every", "100",
+        "--log-every", "50"]
+
+
+@pytest.fixture(scope="module")
+def classifier_run(data, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    mlm = tmp_path_factory.mktemp("mlm") / "mlm"
+    assert main(["pretrain-mlm", "--text", str(data["train"]), "--out", str(mlm), *TINY, "--max-steps", "40"]) == 0
+    run = tmp_path_factory.mktemp("classifier") / "run"
+    assert main(["train-classifier", "--train", str(data["train"]), "--valid", str(data["dev"]), "--init", str(mlm),
+                 "--label-names", "NEGATIVE,POSITIVE", "--out", str(run), *TINY, "--max-steps", "300"]) == 0
+    return run
+
+
+def test_the_pipeline_answers_as_in_the_notes(classifier_run: Path) -> None:
+    classifier = pipeline("sentiment-analysis", model=classifier_run)
+    results = classifier(NOTES)
+    assert [sorted(r) for r in results] == [["label", "score"]] * 2
+    assert [r["label"] for r in results] == ["POSITIVE", "NEGATIVE"]
+    assert all(0.5 < r["score"] <= 1.0 for r in results)
+    assert classifier(NOTES[0]) == results[:1]
+    config = json.loads((classifier_run / "config.json").read_text())
+    assert config["kind"] == "classifier" and config["labels"] == ["NEGATIVE", "POSITIVE"]
+    assert config["valid_accuracy"] > 0.8
+
+
+def test_without_a_model_the_pipeline_says_how_to_train_one() -> None:
+    with pytest.raises(InputError, match="aiayn train-classifier"):
+        pipeline("sentiment-analysis")
+    with pytest.raises(InputError, match="sentiment-analysis"):
+        pipeline("translation", model="x")
+
+
+def test_the_cli_classifies_arguments(classifier_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["classify", "--checkpoint", str(classifier_run), "a great movie", "an awful movie"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["POSITIVE", "NEGATIVE"]
+    assert main(["classify", "--checkpoint", str(classifier_run / "nowhere"), "x"]) == 2
+
+
+def test_classify_over_http(classifier_run: Path, launch) -> None:
+    process, url = launch(classifier_run)
+    try:
+        response = httpx.post(f"{url}/v1/classify", json={"text": NOTES}, timeout=60)
+        assert [r["label"] for r in response.json()["results"]] == ["POSITIVE", "NEGATIVE"]
+        assert httpx.get(f"{url}/v1/model").json()["kind"] == "classifier"
+        assert httpx.post(f"{url}/v1/classify", json={"text": "not a list"}).status_code == 422
+        assert httpx.post(f"{url}/v1/classify", json={"txt": ["x"]}).status_code == 422
+        assert httpx.post(f"{url}/v1/classify", json={"text": ["x"] * 65}).status_code == 413
+        assert httpx.post(f"{url}/v1/classify", json={"text": ["x" * 2001]}).status_code == 413
+        assert httpx.post(f"{url}/v1/translate", json={"text": ["x"]}).status_code == 404
+        assert httpx.post(f"{url}/v1/classify", json={"text": []}).json()["results"] == []
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def test_bad_labelled_files_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "bad.tsv").write_text("sentence\tlabel\ngood movie\t1\nno label here\n")
+    assert main(["train-classifier", "--train", str(tmp_path / "bad.tsv"), "--out", str(tmp_path / "run"),
+                 *TINY, "--max-steps", "1"]) == 2
+    assert "bad.tsv, line 3" in capsys.readouterr().err and not (tmp_path / "run").exists()

@@ -1,0 +1,45 @@
+"""The decoder as a language model (GPT's recipe): training, perplexity, cached generation."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aiayn.cli import main
+from aiayn.decoding.search import Sampling
+from aiayn.family.lm import TextGenerator, perplexity
+
+
+@pytest.fixture(scope="module")
+def lm_run(number_corpus, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("lm") / "run"
+    assert main(["train-lm", "--text", str(number_corpus["train_en"]), "--valid", str(number_corpus["valid_en"]),
+                 "--out", str(run), "--preset", "tiny", "--vocab-size", "300", "--batch-tokens", "1500",
+                 "--warmup", "50", "--max-steps", "250", "--eval-every", "125", "--log-every", "50"]) == 0
+    return run
+
+
+def test_the_model_learns_the_language(lm_run: Path, number_corpus) -> None:
+    generator = TextGenerator.from_checkpoint(lm_run)
+    texts = number_corpus["valid_en"].read_text().splitlines()
+    ppl = perplexity(generator.model, generator.tokenizer, texts, generator.max_length)
+    assert 1.0 < ppl < 8.0  # far below the 300-piece vocabulary's uniform guess
+    words = {w for line in number_corpus["train_en"].read_text().splitlines() for w in line.replace("-", " ").split()}
+    continuation = generator.generate("four hundred")
+    assert continuation.startswith("four hundred") and set(continuation.replace("-", " ").split()) <= words
+
+
+def test_cached_generation_equals_uncached(lm_run: Path) -> None:
+    generator = TextGenerator.from_checkpoint(lm_run)
+    prompt = generator.tokenizer.encode(["seven thousand"])[0]
+    assert generator.generate_ids(prompt, 20) == generator.generate_ids(prompt, 20, use_cache=False)
+    sampled = [generator.generate_ids(prompt, 20, Sampling(0.9, top_k=5, seed=s), use_cache=c)
+               for s in (3, 3) for c in (True, False)]
+    assert sampled[0] == sampled[1]
+
+
+def test_the_cli_generates(lm_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "--checkpoint", str(lm_run), "--prompt", "twenty", "--sample", "--seed", "1",
+                 "--n", "2", "--top-p", "0.9"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(line.startswith("twenty") for line in lines)
