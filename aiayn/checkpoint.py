@@ -15,7 +15,6 @@ under `checkpoints/`.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -40,15 +39,7 @@ class CheckpointError(InputError):
 
 
 def _write_json(path: Path, value: Any) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
+    path.write_text(json.dumps(value, indent=1), encoding="utf-8")  # made durable with its folder (building)
 
 
 def save_checkpoint(
@@ -68,9 +59,6 @@ def save_checkpoint(
             _write_json(partial / "training_state.json", state)
             save_file({k: v.contiguous() for k, v in (state_tensors or {}).items()},
                       str(partial / "training_state.safetensors"))
-        for file in partial.iterdir():
-            if file.suffix != ".json":
-                _fsync_file(file)
     return directory
 
 

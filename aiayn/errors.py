@@ -5,3 +5,7 @@ from __future__ import annotations
 
 class InputError(ValueError):
     """Bad input from the user (a file, a folder, a field, a number); the message names it."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; no update was applied and no checkpoint was written after it."""

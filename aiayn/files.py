@@ -96,7 +96,7 @@ def _swap(a: Path, b: Path) -> None:
 def _install(staged: Path, target: Path, owned: Callable[[Path], bool] | None) -> None:
     """Move a complete `staged` folder to `target`: a new path, an empty folder, or (if `owned`
     says so now) an aiayn folder that is replaced. Anything else at `target` is left alone."""
-    fsync_dir(staged)
+    _fsync_tree(staged)
     if not target.exists() and not target.is_symlink():
         if _renameat2(staged, target, _RENAME_NOREPLACE) is None:
             staged.rename(target)  # no RENAME_NOREPLACE here: the check above has to do
@@ -121,7 +121,12 @@ def building(target: Path, owned: Callable[[Path], bool] | None = None) -> Itera
     (see _install), on any failure removed. `owned` allows replacing an aiayn folder at `target`."""
     target = Path(target).resolve()  # a symbolic link keeps pointing at the folder it names
     target.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    prefix = f".{target.name}.partial-"
+    for leftover in target.parent.glob(f"{prefix}*"):  # of a writer killed mid-way (its process is gone)
+        pid = leftover.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)) and leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+    staged = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=target.parent))
     try:
         yield staged
         _install(staged, target, owned)
@@ -131,6 +136,27 @@ def building(target: Path, owned: Callable[[Path], bool] | None = None) -> Itera
         if isinstance(error, OSError):  # a full disk, a folder without write permission, ...
             raise InputError(f"{target}: cannot be written ({error.strerror or error})") from None
         raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Make every file written under `folder`, and the folders' entries, durable."""
+    for path in sorted(folder.rglob("*"), reverse=True):
+        if path.is_file() and not path.is_symlink():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        elif path.is_dir():
+            fsync_dir(path)
+    fsync_dir(folder)
 
 
 def recover_hidden(folder: Path) -> None:

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-# Dense bf16 peak (TFLOP/s) by device name, from the vendors' data sheets (SXM parts).
-PEAKS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+# Dense bf16 peak (TFLOP/s) by device name, from the vendors' data sheets; the first match counts.
+PEAKS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0,
+         "A10": 125.0}
 
 
 def synthetic_corpus(folder: Path, pairs: int, seed: int = 1) -> tuple[Path, Path]:
@@ -32,16 +33,19 @@ def synthetic_corpus(folder: Path, pairs: int, seed: int = 1) -> tuple[Path, Pat
     if src.is_file() and tgt.is_file():
         return src, tgt
     folder.mkdir(parents=True, exist_ok=True)
+    partial = {path: path.parent / f"{path.name}.partial" for path in (src, tgt)}
     rng = np.random.default_rng(seed)
     letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
     words = ["".join(rng.choice(letters, rng.integers(2, 10))) for _ in range(30_000)]
     zipf = 1.0 / np.arange(1, len(words) + 1)
     zipf /= zipf.sum()
-    with open(src, "w") as s, open(tgt, "w") as t:
+    with open(partial[src], "w") as s, open(partial[tgt], "w") as t:
         for _ in range(pairs):
             n = int(rng.integers(5, 61))
             s.write(" ".join(words[i] for i in rng.choice(len(words), n, p=zipf)) + "\n")
             t.write(" ".join(words[i] for i in rng.choice(len(words), max(3, n + int(rng.integers(-5, 6))), p=zipf)) + "\n")
+    for path, temporary in partial.items():  # a killed run leaves no half-written corpus to reuse
+        temporary.replace(path)
     return src, tgt
 
 

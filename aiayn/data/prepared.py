@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from aiayn.data.corpus import CorpusError, iter_parallel, require_file
+from aiayn.data.corpus import CorpusError, iter_parallel, read_lines, require_file
 from aiayn.data.tokenizer import Tokenizer
 from aiayn.errors import InputError
 from aiayn.files import building, check_output_dir, holds_only, write_atomic
@@ -132,7 +132,8 @@ def _ordered_map(fn: Callable, tasks: Iterable, workers: int, initializer: Calla
         initializer(*initargs)
         yield from map(fn, tasks)
         return
-    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    # spawn, not fork: under torchrun the process already runs the process group's threads.
+    context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=initializer, initargs=initargs) as pool:
         pending: deque = deque()
         for task in tasks:
@@ -203,7 +204,7 @@ def _learn_vocabulary(train_src: str, train_tgt: str, options: PrepareOptions) -
 def _write_train_split(staged: Path, train_src: str, train_tgt: str, tokenizer: Tokenizer,
                        options: PrepareOptions, workers: int, progress: Callable[[int], None]) -> dict[str, Any]:
     id_dtype = "uint16" if tokenizer.vocab_size <= 2**16 else "uint32"
-    length_dtype = "uint16" if options.max_length < 2**16 else "uint32"
+    length_dtype = "uint16" if options.max_length < 2**16 - 1 else "uint32"  # lengths + 1 must fit too
     kept = empty = too_long = src_tokens = tgt_tokens = lines = 0
     examples: list[str] = []
     files = {name: open(staged / f"train.{name}", "wb") for name in ("src.bin", "tgt.bin", "src.idx", "tgt.idx",
@@ -241,6 +242,20 @@ def _write_train_split(staged: Path, train_src: str, train_tgt: str, tokenizer: 
             "id_dtype": id_dtype, "length_dtype": length_dtype}
 
 
+def _up_to_date(out: Path, identities: dict[str, Any], options: PrepareOptions) -> bool:
+    try:
+        data = PreparedData(out)  # reads the manifest and checks every file's size
+    except InputError:
+        return False
+    data.close()
+    return data.manifest["inputs"] == identities and data.manifest["options"] == options.identity()
+
+
+def _check_valid(valid_src: str, valid_tgt: str) -> None:
+    if not any(src.strip() and tgt.strip() for src, tgt in iter_parallel(valid_src, valid_tgt)):
+        raise CorpusError(f"{valid_src}: no validation pair with text on both sides")
+
+
 def _copy_valid(staged: Path, valid_src: str, valid_tgt: str) -> dict[str, Any]:
     lines = usable = 0
     with open(staged / "valid.src.txt", "w", encoding="utf-8") as src_out, \
@@ -269,12 +284,14 @@ def prepare(out: str | Path, train_src: str, train_tgt: str, valid_src: str | No
     check_output_dir(out, "prepared data folder", is_prepared, overwrite=True)
     identities = {name: file_identity(path) for name, path in inputs.items() if path}
     if is_prepared(out):
-        manifest = read_manifest(out)
-        if manifest["inputs"] == identities and manifest["options"] == options.identity():
+        if _up_to_date(out, identities, options):
             log(f"{out} is up to date (same inputs and options): nothing to do")
-            return manifest
+            return read_manifest(out)
         if not overwrite:
-            raise InputError(f"{out} holds data prepared from other inputs or options; pass --overwrite to replace it")
+            raise InputError(f"{out} holds data prepared from other inputs or options, or damaged; "
+                             "pass --overwrite to replace it")
+    if valid_src:
+        _check_valid(valid_src, valid_tgt)  # a small file: found wrong before an hour of encoding
     started = time.perf_counter()
     tokenizer, lines = _learn_vocabulary(train_src, train_tgt, options)
     if time.perf_counter() - started > 5:  # progress for a large corpus; quiet for a small one
@@ -282,7 +299,7 @@ def prepare(out: str | Path, train_src: str, train_tgt: str, valid_src: str | No
             f"{options.sample_sentences:,} of {2 * lines:,} sentences in {time.perf_counter() - started:.0f} s")
     input_bytes = sum(identities[n]["bytes"] for n in ("train_src", "train_tgt"))
     workers = options.workers if options.workers is not None else (
-        1 if input_bytes < SMALL_INPUT_BYTES else min(8, os.cpu_count() or 1))
+        1 if input_bytes < SMALL_INPUT_BYTES else min(8, len(os.sched_getaffinity(0))))
     with building(out, owned=is_prepared if overwrite else None) as staged:
         tokenizer.save(staged / "tokenizer.model")
         encoding_started = time.perf_counter()
@@ -319,6 +336,9 @@ def _every(fn: Callable[[int], None], seconds: float) -> Callable[[int], None]:
 
 # ----------------------------------------------------------------------------- reading
 
+TRAIN_FIELDS = ("pairs", "source_tokens", "target_tokens", "id_dtype", "length_dtype")
+
+
 def read_manifest(directory: Path) -> dict[str, Any]:
     path = Path(directory) / "manifest.json"
     try:
@@ -327,8 +347,12 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         raise InputError(f"{directory}: not prepared data (no manifest.json; an interrupted prepare leaves none)") from None
     except (OSError, ValueError) as error:
         raise InputError(f"{path}: corrupt ({error})") from None
-    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise InputError(f"{path}: not {FORMAT} version {VERSION}")
+    missing = [key for key in ("inputs", "options", "vocab_size", "tokenizer_sha256", "train") if key not in manifest]
+    train_missing = [key for key in TRAIN_FIELDS if key not in (manifest.get("train") or {})]
+    if missing or train_missing:
+        raise InputError(f"{path}: damaged (no {', '.join(missing + ['train.' + k for k in train_missing])})")
     return manifest
 
 
@@ -372,8 +396,10 @@ class PreparedData:
     def valid_text(self) -> tuple[list[str], list[str]] | None:
         if not self.manifest.get("valid"):
             return None
-        read = (self.directory / f"valid.{side}.txt" for side in ("src", "tgt"))
-        return tuple(p.read_text(encoding="utf-8").splitlines() for p in read)  # type: ignore[return-value]
+        # read_lines splits at "\n" only, as prepare wrote them (str.splitlines would also split
+        # at U+2028, form feeds, ... and misalign the two sides).
+        src, tgt = (read_lines(self.directory / f"valid.{side}.txt") for side in ("src", "tgt"))
+        return src, tgt
 
     def _fd(self, name: str) -> int:
         if name not in self._files:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from aiayn.errors import InputError
+
 # Rank 0 validates and writes checkpoints while the others wait at their next collective.
 GROUP_TIMEOUT = datetime.timedelta(hours=2)
 
@@ -43,15 +45,26 @@ class Group:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size == 1:
             return cls()
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         backend = "nccl" if device_type == "cuda" else "gloo"
+        device_id = None
+        if device_type == "cuda":  # one GPU per process, the process's own from the start
+            if local_rank >= torch.cuda.device_count():
+                raise InputError(f"process {local_rank} of this machine has no GPU: it has "
+                                 f"{torch.cuda.device_count()} (give --nproc_per_node at most that)")
+            device_id = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device_id)
         if not dist.is_initialized():
-            dist.init_process_group(backend, timeout=GROUP_TIMEOUT)
-        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), backend)
+            dist.init_process_group(backend, timeout=GROUP_TIMEOUT, device_id=device_id)
+        return cls(dist.get_rank(), dist.get_world_size(), local_rank, backend)
 
     def device(self, name: str) -> torch.device:
         """This process's device: on CUDA under torchrun, the GPU of its local rank."""
         device = torch.device(name)
-        if device.type == "cuda" and self.active and device.index is None:
+        if device.type == "cuda" and self.active:
+            if device.index is not None:
+                raise InputError(f"--device {name}: under torchrun each process takes the GPU of its local "
+                                 "rank; give --device cuda")
             device = torch.device("cuda", self.local_rank)
         return device
 

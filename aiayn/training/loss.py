@@ -13,7 +13,7 @@ class LossSums:
 
     smoothed: Tensor  # the training objective, label-smoothed cross-entropy
     nll: Tensor  # plain negative log-likelihood, for perplexity
-    tokens: int
+    tokens: Tensor  # a count, as a tensor: reading it would wait for the device
 
 
 class _LabelSmoothedCrossEntropy(torch.autograd.Function):
@@ -63,4 +63,4 @@ def label_smoothed_loss(logits: Tensor, target: Tensor, pad_id: int, smoothing: 
     flat_target = target.reshape(-1)
     weight = (flat_target != pad_id).float()
     smoothed, nll = _LabelSmoothedCrossEntropy.apply(logits.reshape(-1, vocab), flat_target, weight, smoothing)
-    return LossSums(smoothed=smoothed.sum(), nll=nll.sum(), tokens=int(weight.sum()))
+    return LossSums(smoothed=smoothed.sum(), nll=nll.sum(), tokens=weight.sum())

@@ -88,6 +88,13 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def fingerprint(manifest: dict[str, Any]) -> str:
+    """What identifies prepared data for a run: its pairs and how they were made. The same corpus
+    prepared with another max_length has the same vocabulary but other pairs, and a run resumed on
+    it would replay or skip data."""
+    return hashlib.sha256(json.dumps([manifest["train"], manifest["options"]], sort_keys=True).encode()).hexdigest()
+
+
 def create_run(run_dir: Path, model_config: ModelConfig, config: TrainConfig, overwrite: bool = False,
                workers: int | None = None) -> tuple[ModelConfig, TrainConfig]:
     """A new run: its data prepared (or checked), its vocabulary and config written, all in a hidden
@@ -99,6 +106,7 @@ def create_run(run_dir: Path, model_config: ModelConfig, config: TrainConfig, ov
             raise InputError("with --data, the validation set is the prepared data's: give --valid-src and "
                              "--valid-tgt to `aiayn prepare`")
         data = PreparedData(config.data)  # checks the folder before anything is written
+        data.tokenizer()  # and its tokenizer against the manifest
         config.check_batch_fits(data.manifest["options"]["max_length"])
         config = dataclasses.replace(config, data=str(Path(config.data).resolve()))
     else:
@@ -122,7 +130,8 @@ def create_run(run_dir: Path, model_config: ModelConfig, config: TrainConfig, ov
         Metrics(staged).record(event="data", kept=train["pairs"], skipped_empty=train["skipped"]["empty"],
                                skipped_too_long=train["skipped"]["too_long"])
         write_atomic(staged / "config.json", json.dumps({"model": model_config.to_dict(),
-                                                          "training": dataclasses.asdict(config)}, indent=1))
+                                                          "training": dataclasses.asdict(config),
+                                                          "data_fingerprint": fingerprint(manifest)}, indent=1))
         data.close()
     return model_config, config
 
@@ -154,4 +163,8 @@ def load_run(run_dir: Path, data: str | None = None) -> tuple[Tokenizer, ModelCo
     if manifest["tokenizer_sha256"] != _sha256(run_dir / "tokenizer.model"):
         raise InputError(f"{prepared}: prepared with another vocabulary than {run_dir / 'tokenizer.model'}; "
                          "a run can only go on with the data it was started with")
+    if stored.get("data_fingerprint", fingerprint(manifest)) != fingerprint(manifest):
+        raise InputError(f"{prepared}: other pairs than the run was started with (prepared from other inputs or "
+                         "with other options); a run can only go on with the data it was started with")
+    config.check_batch_fits(manifest["options"]["max_length"])
     return tokenizer, model_config, config

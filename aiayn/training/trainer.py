@@ -14,6 +14,7 @@ import math
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from aiayn.data.batching import Batch, EpochPlan, TokenBatches, collate
 from aiayn.data.prepared import PreparedData
 from aiayn.data.tokenizer import Tokenizer
 from aiayn.decoding.translator import Translator
-from aiayn.errors import InputError
+from aiayn.errors import InputError, TrainingDiverged
 from aiayn.evaluation.bleu import bleu
 from aiayn.model import ModelConfig, Transformer
 from aiayn.runtime import check_device, keep_freed_memory
@@ -35,10 +36,6 @@ from aiayn.training.distributed import Group
 from aiayn.training.loss import label_smoothed_loss
 from aiayn.training.run import Metrics, create_run, data_dir, load_run, say
 from aiayn.training.schedule import learning_rate
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; no update was applied and no checkpoint was written after it."""
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -168,6 +165,10 @@ class Trainer:
                 say(f"no checkpoint in {self.run_dir}: starting from step 0")
             return
         latest = found[-1]
+        steps = self.group.gather(torch.tensor([checkpoint.step_of(latest)], device=self.device))
+        if len({int(s) for s in steps}) > 1:  # e.g. a file system not yet showing every node the same
+            raise InputError(f"{self.run_dir}: the processes see different last checkpoints "
+                             f"({sorted(int(s) for s in steps)}); is the run directory shared by every machine?")
         model, _, _ = checkpoint.load_checkpoint(latest, self.device)
         self.model.load_state_dict(model.state_dict())
         state, tensors = checkpoint.load_training_state(latest)
@@ -179,9 +180,11 @@ class Trainer:
             torch.set_rng_state(tensors[f"rng.torch.{self.group.rank}"])
             if self.device.type == "cuda" and f"rng.cuda.{self.group.rank}" in tensors:
                 torch.cuda.set_rng_state(tensors[f"rng.cuda.{self.group.rank}"], self.device)
-        elif self.group.is_main:
-            say(f"note: {latest} was written by {saved_world} processes, this run has {self.group.world_size}: "
-                "dropout draws other random numbers than an uninterrupted run would")
+        else:  # each process its own dropout draws, as in a new run
+            torch.manual_seed(self.config.seed + 1_000_003 * self.group.rank + self.position.step)
+            if self.group.is_main:
+                say(f"note: {latest} was written by {saved_world} processes, this run has {self.group.world_size}: "
+                    "the resumed run draws other dropout masks than an uninterrupted one would")
         if self.group.is_main:
             self.metrics.forget_after(self.position.step)
             say(f"resumed from {latest} (step {self.position.step}, epoch {self.position.epoch}, "
@@ -191,19 +194,19 @@ class Trainer:
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
 
-    def _my_batches(self, batches: list[np.ndarray]) -> list[Batch]:
-        """This process's share of a step's batches, read and moved to its device."""
+    def read_step(self, epoch: int, index: int) -> list[Batch]:
+        """This process's share of the step's batches from (epoch, index) on: read from the
+        prepared data and collated (in pinned memory for a GPU). Runs ahead, on a reader thread."""
         a, rank = self.config.accumulate, self.group.rank
+        batches = self.stream.take(self.group.world_size * a, epoch, index)
         mine = [self.stream.read(ids) for ids in batches[rank * a:(rank + 1) * a]]
-        if self.device.type == "cuda":
-            return [b.pin_memory().to(self.device, non_blocking=True) for b in mine]
-        return mine
+        return [b.pin_memory() for b in mine] if self.device.type == "cuda" else mine
 
-    def train_step(self, batches: list[np.ndarray]) -> torch.Tensor:
-        """One optimizer update over a step's batches (all processes'). Returns, summed over the
-        processes: [smoothed loss, NLL, target tokens, seconds, non-finite flag], on the device
-        (reading it would wait for the device: the caller does that only when it logs)."""
-        mine = self._my_batches(batches)
+    def train_step(self, batches: list[Batch]) -> torch.Tensor:
+        """One optimizer update over this process's batches of a step (see read_step). Returns,
+        summed over the processes: [smoothed loss, NLL, target tokens, seconds, non-finite flag],
+        on the device (reading it would wait for the device: the caller does that only when it logs)."""
+        mine = [b.to(self.device, non_blocking=True) for b in batches]
         pad = self.model.config.pad_id
         tokens = self.group.sum(sum((b.tgt_out != pad).sum() for b in mine).float())
         # DDP averages gradients over processes; scaling by the world size makes that a sum.
@@ -223,11 +226,16 @@ class Trainer:
         stats = self.group.sum(torch.cat([sums, tokens[None] / self.group.world_size,  # summed once already
                                           seconds.to(self.device, non_blocking=True),
                                           (~torch.isfinite(sums).all()).float()[None]]))
+        # The gradient norm (over gradients DDP has made equal in every process): a non-finite
+        # one skips the update even when the loss was finite (a bf16 overflow in the backward).
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads)
         if self.config.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
+            torch.nn.utils.clip_grads_with_norm_(self.model.parameters(), self.config.clip_norm, norm)
         for group in self.optimizer.param_groups:
             group["lr"] = self.current_lr(self.position.step + 1)
-        self.optimizer.found_inf = (stats[4] > 0).float()  # a non-finite loss anywhere: no process updates
+        # A non-finite loss anywhere, or gradient: no process updates.
+        self.optimizer.found_inf = ((stats[4] > 0) | ~torch.isfinite(norm)).float()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.diverged = torch.maximum(self.diverged, self.optimizer.found_inf)
@@ -238,8 +246,8 @@ class Trainer:
         if self.diverged.item():
             first, last = self.checked_step + 1, self.position.step
             steps = f"step {last}" if first == last else f"one of steps {first}-{last}"
-            raise TrainingDiverged(f"the loss became NaN or infinite at {steps}; no update was applied from "
-                                   "there on, and no checkpoint written")
+            raise TrainingDiverged(f"the loss or its gradient became NaN or infinite at {steps}; no update was "
+                                   "applied from there on, and no checkpoint written")
         self.checked_step = self.position.step
 
     def current_lr(self, step: int) -> float:
@@ -264,7 +272,7 @@ class Trainer:
             with self._autocast():
                 logits = self.model(batch.src, batch.tgt_in)
             sums = label_smoothed_loss(logits, batch.tgt_out, self.model.config.pad_id, self.config.label_smoothing)
-            smoothed, nll, tokens = smoothed + sums.smoothed.item(), nll + sums.nll.item(), tokens + sums.tokens
+            smoothed, nll, tokens = smoothed + sums.smoothed.item(), nll + sums.nll.item(), tokens + sums.tokens.item()
         n = self.config.bleu_sentences or len(src_text)
         with self._autocast():
             hypotheses = Translator(self.model, self.tokenizer).translate(src_text[:n], beam=1)
@@ -304,19 +312,27 @@ class Trainer:
         counts are settled every step (no device to wait for; a NaN stops training at once); on a
         GPU only when the loop logs or saves, so the time budget is checked at those steps."""
         p, per_step = self.position, self.group.world_size * self.config.accumulate
-        self.unsettled = torch.zeros(2, device=self.device)
+        self.unsettled = torch.zeros(2, dtype=torch.float64, device=self.device)
         self.clock = time.perf_counter()
-        while not self._done():
-            stats = self.train_step(self.stream.take(per_step, p.epoch, p.batch))
-            for _ in range(per_step):
-                p.epoch, p.batch = self.stream.following(p.epoch, p.batch)
-            p.step += 1
-            self.unsettled += stats[2:4]
-            if self.device.type == "cpu" or self._logs_or_saves():
-                self._settle()
-            outside = time.perf_counter()
-            yield stats
-            self.clock += time.perf_counter() - outside  # validation and saving are not training time
+        # The next step's batches are read while this one trains (pread lets go of the GIL).
+        reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aiayn-data")
+        try:
+            upcoming = reader.submit(self.read_step, p.epoch, p.batch)
+            while not self._done():
+                batches = upcoming.result()
+                for _ in range(per_step):
+                    p.epoch, p.batch = self.stream.following(p.epoch, p.batch)
+                upcoming = reader.submit(self.read_step, p.epoch, p.batch)
+                stats = self.train_step(batches)
+                p.step += 1
+                self.unsettled += stats[2:4]
+                if self.device.type == "cpu" or self._logs_or_saves():
+                    self._settle()
+                outside = time.perf_counter()
+                yield stats
+                self.clock += time.perf_counter() - outside  # validation and saving are not training time
+        finally:
+            reader.shutdown(wait=True, cancel_futures=True)
 
     def _logs_or_saves(self) -> bool:
         c, step = self.config, self.position.step
@@ -328,7 +344,7 @@ class Trainer:
         bar = tqdm(total=1000, file=sys.stderr, dynamic_ncols=True, leave=True, disable=not self.group.is_main,
                    mininterval=0.5 if sys.stderr.isatty() else 30, initial=int(1000 * self._fraction_done()),
                    bar_format="{percentage:3.0f}%|{bar:20}| {elapsed}<{remaining} {postfix}")
-        window = torch.zeros(5, device=self.device)  # smoothed, nll, tokens, seconds, (non-finite)
+        window = torch.zeros(5, dtype=torch.float64, device=self.device)  # smoothed, nll, tokens, seconds, (flag)
         steps = 0
         for stats in self._steps():
             window += stats
@@ -347,10 +363,15 @@ class Trainer:
                                     f"{record['tokens_per_s']:,.0f} tok/s lr {record['lr']:.2e}", refresh=False)
                 window.zero_()
             bar.update(int(1000 * self._fraction_done()) - bar.n)
-            if self.valid and self.group.is_main and (p.step % c.eval_every == 0 or done):
+            validates = bool(self.valid) and (p.step % c.eval_every == 0 or done)
+            if validates and self.group.is_main:
                 self._validate_and_keep_best()
             if p.step % c.save_every == 0 or done:
                 self.save()
+            if validates:
+                # The others wait for process 0 here, in time not counted as training (they would
+                # otherwise wait in their next step's collectives, and count it).
+                self.group.barrier()
         bar.close()
         return p
 

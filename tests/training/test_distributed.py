@@ -123,3 +123,12 @@ def test_a_killed_process_stops_the_run_which_then_resumes(data: Path, tmp_path:
     step = checkpoint.step_of(last)
     output = finish(torchrun("train", "--resume", str(run), "--max-steps", str(step + 4)))
     assert f"resumed from {last}" in output and f"step_{step + 4:08d}" in str(checkpoint.step_checkpoints(run)[-1])
+
+
+def test_a_run_resumes_with_another_number_of_processes(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    finish(torchrun(*TRAIN, "--data", str(data), "--out", str(run), "--max-steps", "3", "--save-every", "3"))
+    output = aiayn("train", "--resume", str(run), "--max-steps", "5")
+    assert "written by 2 processes, this run has 1" in output
+    state, _ = checkpoint.load_training_state(run / "checkpoints" / "step_00000005")
+    assert state["world_size"] == 1 and state["step"] == 5
