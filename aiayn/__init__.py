@@ -1,7 +1,7 @@
 """aiayn: the Transformer of "Attention Is All You Need" (Vaswani et al., 2017)."""
 from typing import Any
 
-from aiayn.model import ModelConfig, Transformer
+from aiayn.model.config import ModelConfig
 
 __all__ = ["ModelConfig", "Transformer", "Translator", "pipeline"]
 __version__ = "0.1.0"
@@ -10,6 +10,10 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> Any:
     # `from aiayn import Translator` loads decoding (and its tokenizers) on first use only, so that
     # `import aiayn` stays light.
+    if name == "Transformer":
+        from aiayn.model.transformer import Transformer
+
+        return Transformer
     if name == "Translator":
         from aiayn.decoding.translator import Translator
 

@@ -295,23 +295,24 @@ def _family_config(args: argparse.Namespace, **defaults) -> ModelConfig:
 
 
 def _pretrain_mlm(args: argparse.Namespace) -> int:
-    from aiayn.family.classifier import pretrain_mlm, read_text
+    from aiayn.family.classifier import TextForm, pretrain_mlm, read_text
 
     schedule, config = _family_schedule(args), _family_config(args)
-    outcome = pretrain_mlm(read_text(args.text), Path(args.out), config, schedule, args.vocab_size, args.max_length,
+    form = TextForm(args.max_length, args.lowercase)
+    outcome = pretrain_mlm(read_text(args.text), Path(args.out), config, schedule, args.vocab_size, form,
                            args.batch_tokens, args.overwrite)
     print(f"pre-trained {outcome.steps} steps in {outcome.seconds / 60:.1f} min; wrote {args.out}")
     return 0
 
 
 def _train_classifier(args: argparse.Namespace) -> int:
-    from aiayn.family.classifier import read_labelled, train_classifier
+    from aiayn.family.classifier import TextForm, read_labelled, train_classifier
 
     schedule, config = _family_schedule(args), _family_config(args)
     train, valid = read_labelled(args.train), read_labelled(args.valid) if args.valid else None
     names = args.label_names.split(",") if args.label_names else None
     _, accuracy = train_classifier(train, valid, Path(args.out), config, schedule, args.init, names, args.vocab_size,
-                                   args.max_length, args.batch_tokens, args.overwrite)
+                                   TextForm(args.max_length, args.lowercase), args.batch_tokens, args.overwrite)
     print(f"wrote {args.out}" + (f"; validation accuracy {100 * accuracy:.2f}%" if accuracy is not None else ""))
     return 0
 
@@ -431,6 +432,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     data.add_argument("--data", help="a folder made by `aiayn prepare` (with --resume: where the run's data moved)")
     data.add_argument("--multi30k", metavar="SRC-TGT", help="Multi30k language pair, e.g. de-en (train + val splits)")
     data.add_argument("--data-dir", help="local copy of the Multi30k raw files (default: download once to the cache)")
+    data.add_argument("--source-lang", dest="source_lang", help="language codes, kept in the checkpoints (e.g. de)")
+    data.add_argument("--target-lang", dest="target_lang")
     _add_corpus_arguments(data)
     model = p.add_argument_group("model")
     model.add_argument("--preset", default="small", choices=sorted(ModelConfig.PRESETS))
@@ -464,6 +467,14 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     device.add_argument("--device", default="cpu")
     device.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPUs with avx512_bf16, GPUs)")
     device.add_argument("--compile", action="store_true", help="torch.compile the model")
+
+
+def _add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sample", action="store_true", help="sample instead of the most probable token")
+    p.add_argument("--temperature", type=number(float, 0.01, 100.0), default=1.0)
+    p.add_argument("--top-k", type=number(int, 0), default=0)
+    p.add_argument("--top-p", type=number(float, above=0.0, maximum=1.0), default=1.0)
+    p.add_argument("--seed", type=SEED)
 
 
 def _add_family_arguments(p: argparse.ArgumentParser, preset: str, batch_tokens: int = 4000, text: bool = True,
@@ -519,11 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="file to write (default: stdout)")
     p.add_argument("--n-best", type=POSITIVE, default=1, help="write the N best as 'line ||| text ||| score'")
     p.add_argument("--no-repeat-ngram-size", type=number(int, 0), default=0)
-    p.add_argument("--sample", action="store_true", help="sample instead of searching")
-    p.add_argument("--temperature", type=number(float, 0.01, 100.0), default=1.0)
-    p.add_argument("--top-k", type=number(int, 0), default=0)
-    p.add_argument("--top-p", type=number(float, above=0.0, maximum=1.0), default=1.0)
-    p.add_argument("--seed", type=SEED)
+    _add_sampling_arguments(p)
     p.set_defaults(run=_translate)
 
     p = verbs.add_parser("evaluate", help="translate a test set and score it (sacreBLEU, chrF, tokenised BLEU)")
@@ -580,6 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("pretrain-mlm", help="pre-train an encoder as BERT does: masked-language modelling")
     p.add_argument("--text", nargs="+", required=True, help="plain or .gz text, one sentence a line (.tsv: column 1)")
+    p.add_argument("--lowercase", action="store_true", help="lowercase all text (as GLUE's SST-2 is)")
     _add_family_arguments(p, preset="small", batch_tokens=4000)
     p.set_defaults(run=_pretrain_mlm)
 
@@ -588,6 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--valid", help="TSV like --train; the best validation accuracy is kept")
     p.add_argument("--init", help="a pretrain-mlm checkpoint to start from (its vocabulary too)")
     p.add_argument("--label-names", help="names for the labels in sorted order, e.g. NEGATIVE,POSITIVE for 0,1")
+    p.add_argument("--lowercase", action="store_true",
+                   help="lowercase the text, in training and in use (with --init: as the pre-training did)")
     _add_family_arguments(p, preset="small", batch_tokens=4000)
     p.set_defaults(run=_train_classifier)
 
@@ -608,11 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default="")
     p.add_argument("--max-new-tokens", type=POSITIVE, default=50)
     p.add_argument("--n", type=POSITIVE, default=1, help="how many continuations")
-    p.add_argument("--sample", action="store_true", help="sample instead of the most probable token")
-    p.add_argument("--temperature", type=number(float, 0.01, 100.0), default=1.0)
-    p.add_argument("--top-k", type=number(int, 0), default=0)
-    p.add_argument("--top-p", type=number(float, above=0.0, maximum=1.0), default=1.0)
-    p.add_argument("--seed", type=SEED)
+    _add_sampling_arguments(p)
     p.add_argument("--device", default="cpu")
     p.set_defaults(run=_generate)
 
@@ -644,8 +650,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run one verb. Bad input exits with status 2 and one line naming it; a diverged training run
     with status 1; Ctrl-C with 130."""
     args = build_parser().parse_args(argv)
+    from aiayn.errors import TrainingDiverged
     from aiayn.runtime import bound_kernel_caches
-    from aiayn.training.trainer import TrainingDiverged
 
     bound_kernel_caches()
     try:

@@ -32,7 +32,6 @@ import torch
 from aiayn.checkpoint import resolve_checkpoint
 from aiayn.data.batching import pad
 from aiayn.data.corpus import read_lines
-from aiayn.data.tokenizer import EOS_ID
 from aiayn.decoding.search import beam_search, greedy_search
 from aiayn.decoding.translator import Translator
 from aiayn.interop import marian_model, write_ctranslate2
@@ -84,7 +83,8 @@ def main() -> None:
         src_text, ref_text = src_text[: a.limit], ref_text[: a.limit]
     src_ids = translator.tokenizer.encode(src_text)
     batches = [src_ids[i: i + a.bs] for i in range(0, len(src_ids), a.bs)]
-    tensors = [pad([s + [EOS_ID] for s in b]) for b in batches]
+    c = translator.model.config  # an imported model's ids differ from aiayn's own 0/1/2
+    tensors = [pad([s + [c.eos_id] for s in b], pad_id=c.pad_id) for b in batches]
     model = translator.model
 
     hf = marian_model(translator.model)
@@ -96,7 +96,7 @@ def main() -> None:
         print(f"conversion check: max |logit difference| aiayn vs Marian = {(ours - theirs).abs().max():.2e}", flush=True)
     # CTranslate2 runs in a process of its own: loaded beside PyTorch, its OpenMP threads slowed the
     # other systems (aiayn bf16 beam 4: 65 sent/s with CTranslate2 in the process, 109 without).
-    ct2_src = [[translator.tokenizer.pieces(s + [EOS_ID]) for s in b] for b in batches]
+    ct2_src = [[translator.tokenizer.pieces(s + [c.eos_id]) for s in b] for b in batches]
     pieces = {p: i for i, p in enumerate(translator.tokenizer.pieces(list(range(translator.tokenizer.vocab_size))))}
     ct2_conn = None
     if "ct2" in a.systems:

@@ -16,16 +16,17 @@ for stage in "$@"; do
     .venv/bin/python bench/sst2_baseline.py "$DATA/sst2/train.tsv.gz" "$DATA/sst2/dev.tsv.gz" | tee bench/out/sst2_baseline.log
     # Without pre-training: 30 minutes of fine-tuning from scratch.
     $A train-classifier --train "$DATA/sst2/train.tsv.gz" --valid "$DATA/sst2/dev.tsv.gz" --label-names NEGATIVE,POSITIVE \
-      --out bench/out/sst2_scratch --overwrite --preset small --vocab-size 8000 --batch-tokens 4000 --warmup 1000 \
-      --lr-scale 0.5 --time-budget 30 --eval-every 250 --bf16 2>&1 | tee bench/out/sst2_scratch.log
+      --lowercase --out bench/out/sst2_scratch --overwrite --preset small --dropout 0.2 --vocab-size 8000 \
+      --batch-tokens 4000 --warmup 1000 --lr-scale 0.5 --time-budget 30 --eval-every 250 --bf16 2>&1 \
+      | tee bench/out/sst2_scratch.log
     # With pre-training: 12 minutes of masked-language modelling on the SST-2 text and the English of
     # Tatoeba and Multi30k, then 18 minutes of fine-tuning.
     $A pretrain-mlm --text "$DATA/sst2/train.tsv.gz" "$DATA/tatoeba-de-en/train.en.gz" "$DATA/multi30k/train.en.gz" \
-      --out bench/out/sst2_mlm --overwrite --preset small --vocab-size 8000 --batch-tokens 6000 --warmup 1000 \
-      --time-budget 12 --bf16 2>&1 | tee bench/out/sst2_mlm.log
+      --lowercase --out bench/out/sst2_mlm --overwrite --preset small --vocab-size 8000 --batch-tokens 6000 \
+      --warmup 1000 --time-budget 12 --bf16 2>&1 | tee bench/out/sst2_mlm.log
     $A train-classifier --train "$DATA/sst2/train.tsv.gz" --valid "$DATA/sst2/dev.tsv.gz" --label-names NEGATIVE,POSITIVE \
       --init bench/out/sst2_mlm --out bench/out/sst2_finetuned --overwrite --preset small --batch-tokens 4000 \
-      --warmup 1000 --lr-scale 0.5 --time-budget 18 --eval-every 250 --bf16 2>&1 | tee bench/out/sst2_finetuned.log ;;
+      --warmup 500 --lr-scale 0.3 --time-budget 18 --eval-every 250 --bf16 2>&1 | tee bench/out/sst2_finetuned.log ;;
   lm)
     $A train-lm --text "$DATA/tatoeba-de-en/train.en.gz" "$DATA/multi30k/train.en.gz" \
       --valid "$DATA/tatoeba-de-en/dev.en.gz" "$DATA/multi30k/val.en.gz" --out bench/out/lm --overwrite --preset small \

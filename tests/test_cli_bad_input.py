@@ -42,6 +42,9 @@ def workspace(trained_run: Path, number_corpus: dict[str, Path], tmp_path_factor
     from aiayn.data.prepared import PrepareOptions, prepare
     prepare(root / "other_data", str(root / "long.en"), str(root / "long.de"), options=PrepareOptions(vocab_size=300),
             log=lambda message: None)
+    # The run's corpus again, with the run's vocabulary options but another max_length: same vocabulary, other pairs.
+    prepare(root / "other_pairs", str(number_corpus["train_en"]), str(number_corpus["train_de"]),
+            options=PrepareOptions(vocab_size=300, max_length=200, seed=3), log=lambda message: None)
     last = sorted((run / "checkpoints").glob("step_*"))[-1]
     truncated = root / "truncated"
     shutil.copytree(last, truncated)
@@ -137,6 +140,9 @@ CASES = [
     (["train", "--resume", "{w}/cuda_run"], "cuda:99"),
     (["train", "--resume", "{w}/run", "--data", "{w}/other_data"], "another vocabulary"),
     (["train", "--resume", "{w}/run", "--data", "{w}/mine"], "manifest.json"),
+    (["train", "--resume", "{w}/run", "--data", "{w}/other_pairs"], "other pairs"),
+    (["prepare", "--out", "{w}/new", "--train-src", "{w}/long.en", "--train-tgt", "{w}/long.de",
+      "--valid-src", "{w}/three.en", "--valid-tgt", "{w}/two.de"], "two.de"),
     ([*TRAIN, "--out", "{w}/new", "--data", "{w}/nowhere"], "nowhere"),
     ([*TRAIN, "--out", "{w}/new", "--data", "{w}/other_data", "--vocab-size", "50"], "--vocab-size"),
     ([*TRAIN, "--out", "{w}/new", "--data", "{w}/other_data", "--valid-src", "{w}/long.en"], "--valid-src"),

@@ -98,6 +98,8 @@ class MarianVocabTokenizer:
         return [self._encode_one(text) for text in texts]
 
     def decode(self, ids: list[list[int]]) -> list[str]:
+        """Raw text of output ids, from the target model's pieces (transformers' MarianTokenizer
+        uses the source model for a shared vocabulary; the pieces' text is the same either way)."""
         return [self.target.decode_pieces([self.id_to_piece[i] for i in row if i not in self.skipped_ids])
                 .replace(WORD_BOUNDARY, " ").strip() for row in ids]
 

@@ -9,10 +9,24 @@ CTranslate2 does.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor, nn
 
 from aiayn.model import Transformer
+
+
+@functools.cache
+def weight_levels() -> int:
+    """127 where this CPU's int8 products are exact; 63 where they are not (x86 without VNNI
+    adds pairs of u8 x s8 products in int16, which overflows at full range; 7-bit weights keep
+    every pair in range, as FBGEMM's reduce_range does)."""
+    generator = torch.Generator().manual_seed(0)
+    a = (torch.randint(0, 2, (32, 256), generator=generator) * 254 - 127).to(torch.int8)
+    b = (torch.randint(0, 2, (256, 32), generator=generator) * 254 - 127).to(torch.int8)
+    exact = (a.double() @ b.double()).to(torch.int32)
+    return 127 if torch.equal(torch._int_mm(a, b), exact) else 63
 
 
 class Int8Linear(nn.Module):
@@ -21,8 +35,9 @@ class Int8Linear(nn.Module):
     def __init__(self, linear: nn.Linear):
         super().__init__()
         weight = linear.weight.detach().float()
-        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-        self.register_buffer("weight_t", (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8).t().contiguous())
+        levels = weight_levels()
+        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / levels
+        self.register_buffer("weight_t", (weight / scale[:, None]).round().clamp(-levels, levels).to(torch.int8).t().contiguous())
         self.register_buffer("weight_scale", scale)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
         self.in_features, self.out_features = linear.in_features, linear.out_features

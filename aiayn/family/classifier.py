@@ -60,9 +60,17 @@ def read_text(paths: Sequence[str | Path]) -> list[str]:
     return sentences
 
 
-def _rows(tokenizer: Tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
-    """[CLS] + subwords, cut to max_length in all."""
-    return [[BOS_ID] + ids[: max_length - 1] for ids in tokenizer.encode(texts)]
+@dataclasses.dataclass(frozen=True)
+class TextForm:
+    """How a sentence becomes the encoder's input: [CLS] + subwords, cut to max_length in all;
+    lowercased first when the training text was (GLUE's SST-2 is)."""
+
+    max_length: int = 128
+    lowercase: bool = False
+
+    def rows(self, tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+        texts = [t.lower() for t in texts] if self.lowercase else texts
+        return [[BOS_ID] + ids[: self.max_length - 1] for ids in tokenizer.encode(texts)]
 
 
 def _epochs(rows: list[list[int]], batch_tokens: int, seed: int):
@@ -82,19 +90,19 @@ class TextClassifier:
     model: EncoderClassifier
     tokenizer: Tokenizer
     labels: list[str]
-    max_length: int
+    form: TextForm
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", announce: bool = False) -> "TextClassifier":
         directory, config, model_config = open_checkpoint(path, CLASSIFIER, announce)
         tokenizer = text_tokenizer(directory, model_config.vocab_size)
         model = load_weights(EncoderClassifier(model_config, len(config["labels"])), directory)
-        return cls(model.to(device), tokenizer, config["labels"], config["max_length"])
+        return cls(model.to(device), tokenizer, config["labels"], TextForm(**config["text_form"]))
 
     @torch.inference_mode()
     def probabilities(self, texts: list[str], batch_size: int = 64) -> Tensor:
         """[texts, labels] softmax probabilities (an empty text is classified from [CLS] alone)."""
-        rows = _rows(self.tokenizer, texts, self.max_length)
+        rows = self.form.rows(self.tokenizer, texts)
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         out = torch.empty(len(rows), len(self.labels))
         for start in range(0, len(order), batch_size):
@@ -112,37 +120,40 @@ class TextClassifier:
 
 
 def pretrain_mlm(texts: list[str], out: Path, model_config: ModelConfig, schedule: Schedule, vocab_size: int = 8000,
-                 max_length: int = 128, batch_tokens: int = 4000, overwrite: bool = False) -> Outcome:
+                 form: TextForm = TextForm(), batch_tokens: int = 4000, overwrite: bool = False) -> Outcome:
     """BERT's pre-training on unlabelled sentences; writes a `masked-lm` checkpoint at `out`."""
     check_output_dir(out, "checkpoint", checkpoint.is_checkpoint, overwrite)
+    if form.lowercase:
+        texts = [t.lower() for t in texts]
     tokenizer = Tokenizer.train(texts, vocab_size, seed=schedule.seed, symbols=(MASK,))
     mask_id = tokenizer.processor.piece_to_id(MASK)
     config = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, n_decoder_layers=0)
     torch.manual_seed(schedule.seed)
     model = MaskedLanguageModel(config)
-    rows = _rows(tokenizer, texts, max_length)
+    rows = form.rows(tokenizer, texts)
     special = torch.tensor([PAD_ID, BOS_ID, 2, 3, mask_id])
     generator = torch.Generator().manual_seed(schedule.seed)
 
     def loss_of(net: MaskedLanguageModel, ids: np.ndarray) -> tuple[Tensor, int]:
         inputs, labels = mask_tokens(pad([rows[i] for i in ids]), mask_id, config.vocab_size, special, generator)
-        logits = net(inputs).float()
         predicted = labels != -100
-        return F.cross_entropy(logits[predicted], labels[predicted], reduction="sum"), int(predicted.sum())
+        logits = net(inputs, where=predicted).float()
+        return F.cross_entropy(logits, labels[predicted], reduction="sum"), int(predicted.sum())
 
     outcome = fit(model, forever(_epochs(rows, batch_tokens, schedule.seed)), loss_of, schedule, unit="tokens")
     model.load_state_dict(outcome.best_state)
-    checkpoint.save_checkpoint(out, model, tokenizer, {"kind": MASKED_LM, "max_length": max_length,
+    checkpoint.save_checkpoint(out, model, tokenizer, {"kind": MASKED_LM, "text_form": dataclasses.asdict(form),
                                                        "history": outcome.history})
     return outcome
 
 
 def train_classifier(train: tuple[list[str], list[str]], valid: tuple[list[str], list[str]] | None, out: Path,
                      model_config: ModelConfig, schedule: Schedule, init: str | Path | None = None,
-                     label_names: list[str] | None = None, vocab_size: int = 8000, max_length: int = 128,
+                     label_names: list[str] | None = None, vocab_size: int = 8000, form: TextForm = TextForm(),
                      batch_tokens: int = 4000, overwrite: bool = False) -> tuple[Outcome, float | None]:
-    """Fine-tune (from a `masked-lm` checkpoint `init`) or train from scratch on labelled
-    sentences; the state with the best validation accuracy is written at `out`."""
+    """Fine-tune (from a `masked-lm` checkpoint `init`, whose vocabulary and text form it keeps)
+    or train from scratch on labelled sentences; the state with the best validation accuracy is
+    written at `out`."""
     check_output_dir(out, "checkpoint", checkpoint.is_checkpoint, overwrite)
     texts, labels = train
     names = sorted(set(labels))
@@ -154,17 +165,18 @@ def train_classifier(train: tuple[list[str], list[str]], valid: tuple[list[str],
     if init is not None:
         directory, init_config, config = open_checkpoint(init, MASKED_LM)
         tokenizer = text_tokenizer(directory, config.vocab_size)
-        max_length = init_config["max_length"]
+        form = TextForm(**init_config["text_form"])
         config = dataclasses.replace(config, dropout=model_config.dropout)
     else:
-        tokenizer = Tokenizer.train(texts, vocab_size, seed=schedule.seed, symbols=(MASK,))
+        tokenizer = Tokenizer.train([t.lower() for t in texts] if form.lowercase else texts, vocab_size,
+                                    seed=schedule.seed, symbols=(MASK,))
         config = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, n_decoder_layers=0)
     torch.manual_seed(schedule.seed)
     model = EncoderClassifier(config, len(names))
     if init is not None:
         pretrained = load_weights(MaskedLanguageModel(config), directory)
         model.body.load_state_dict(pretrained.body.state_dict())
-    rows = _rows(tokenizer, texts, max_length)
+    rows = form.rows(tokenizer, texts)
     targets = torch.tensor([names.index(label) for label in labels])
     shown = label_names or names
 
@@ -174,12 +186,13 @@ def train_classifier(train: tuple[list[str], list[str]], valid: tuple[list[str],
 
     def accuracy(net: EncoderClassifier) -> float:
         gold = [shown[names.index(label)] for label in valid[1]]
-        return TextClassifier(net, tokenizer, shown, max_length).accuracy(valid[0], gold)
+        return TextClassifier(net, tokenizer, shown, form).accuracy(valid[0], gold)
 
     outcome = fit(model, forever(_epochs(rows, batch_tokens, schedule.seed)), loss_of, schedule,
                   accuracy if valid is not None else None)
     model.load_state_dict(outcome.best_state)
-    checkpoint.save_checkpoint(out, model, tokenizer, {"kind": CLASSIFIER, "labels": shown, "max_length": max_length,
+    checkpoint.save_checkpoint(out, model, tokenizer, {"kind": CLASSIFIER, "labels": shown,
+                                                       "text_form": dataclasses.asdict(form),
                                                        "valid_accuracy": outcome.best_score, "history": outcome.history,
                                                        "pretrained": str(init) if init else None})
     return outcome, outcome.best_score

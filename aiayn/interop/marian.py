@@ -200,6 +200,9 @@ def from_marian_config(values: dict[str, Any], file: Path, output_bias: bool) ->
     for field, value in (("pad_token_id", pad), ("decoder_start_token_id", start), ("eos_token_id", eos)):
         if type(value) is not int or not 0 <= value < vocab_size:
             raise _refuse(file, field, value, f"not an id in the vocabulary of {vocab_size}")
+    if eos in (pad, start):
+        # Decoding never outputs <pad> or the start token, so such a model could never end a sentence.
+        raise _refuse(file, "eos_token_id", eos, "is also the padding or decoder start token")
     d_model, heads = get("d_model", 1024), get("encoder_attention_heads", 16)
     if type(d_model) is int and type(heads) is int and heads > 0 and d_model % heads:
         raise _refuse(file, "encoder_attention_heads", heads, f"does not divide d_model={d_model}")

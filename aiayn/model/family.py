@@ -22,6 +22,7 @@ from aiayn.model.transformer import (
     Embeddings,
     Encoder,
     LearnedPositionalEncoding,
+    cache_dtype,
     key_padding_mask,
     padding_mask,
 )
@@ -66,8 +67,11 @@ class MaskedLanguageModel(nn.Module):
         _init(self, config.d_model)
         self.output_projection.weight = self.body.embeddings.tokens.weight
 
-    def forward(self, tokens: Tensor) -> Tensor:
-        return self.output_projection(self.body(tokens))
+    def forward(self, tokens: Tensor, where: Tensor | None = None) -> Tensor:
+        """Logits [B, S, vocab], or only at the positions `where` (bool [B, S]) is true: the
+        predicted ones, a seventh of the work of the output projection."""
+        hidden = self.body(tokens)
+        return self.output_projection(hidden if where is None else hidden[where])
 
 
 def mask_tokens(tokens: Tensor, mask_id: int, vocab_size: int, special: Tensor, generator: torch.Generator,
@@ -122,9 +126,7 @@ class LanguageModel(nn.Module):
         return self.config.max_positions if self.config.positional_encoding == "learned" else None
 
     def new_cache(self) -> DecoderCache:
-        weight = self.output_projection.weight
-        dtype = torch.float32 if weight.device.type == "cpu" else weight.dtype  # as the translator's cache
-        return DecoderCache(cross=[], memory_mask=None, beams=1, dtype=dtype)
+        return DecoderCache(cross=[], memory_mask=None, beams=1, dtype=cache_dtype(self.output_projection.weight))
 
     def forward(self, tokens: Tensor, cache: DecoderCache | None = None, record: AttentionMaps | None = None) -> Tensor:
         """tokens [B, T] -> next-token logits [B, T, vocab]; with a cache, tokens are the new

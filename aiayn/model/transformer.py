@@ -305,6 +305,17 @@ class Embeddings(nn.Module):
 
 # ----------------------------------------------------------------------------- decoding state
 
+def cache_dtype(like: Tensor) -> torch.dtype:
+    """The dtype a decoding cache keeps keys and values in: float32 on the CPU in place of a
+    16-bit dtype (see scaled_dot_product_attention); elsewhere autocast's dtype where autocast is
+    on, else the model's."""
+    if like.device.type == "cpu":
+        return torch.float32 if like.dtype in (torch.bfloat16, torch.float16) else like.dtype
+    if torch.is_autocast_enabled(like.device.type):
+        return torch.get_autocast_dtype(like.device.type)
+    return like.dtype
+
+
 @dataclass
 class DecoderCache:
     """Explicit incremental-decoding state (fairseq's incremental_state, as an object).
@@ -315,8 +326,9 @@ class DecoderCache:
     sentence's keys together (MultiHeadAttention's `group`), never a copy per beam.
     `self_attention` holds each layer's keys/values of the target positions decoded so far, per
     row, in buffers [rows, h, capacity, d_k] that grow by CHUNK positions at a time: a new token
-    writes one position instead of re-copying the cache (torch.cat did, every step), so a token
-    costs one step of the decoder, not a re-run of the prefix.
+    writes one position (torch.cat re-copied the cache at every step; beam search still copies
+    each buffer once per token, in `select`, to follow the surviving beams), so a token costs one
+    step of the decoder, not a re-run of the prefix.
 
     On the CPU both are kept in float32 even for a bfloat16 model, where attention runs in float32
     (see scaled_dot_product_attention), so they are converted once, not at every step.
@@ -465,7 +477,7 @@ class Transformer(nn.Module):
     def new_cache(self, memory: Tensor, src_mask: Tensor, beams: int = 1) -> DecoderCache:
         """An empty decoding cache for `beams` rows per sentence, with the encoder output
         (memory [n, S, d], src_mask [n, S]) projected once for every layer."""
-        dtype = torch.float32 if memory.device.type == "cpu" else memory.dtype
+        dtype = cache_dtype(memory)
         cross = [tuple(kv.to(dtype) for kv in layer.cross_attention.project_key_value(memory))
                  for layer in self.decoder.layers]
         return DecoderCache(cross=cross, memory_mask=key_padding_mask(src_mask), beams=beams, dtype=dtype)

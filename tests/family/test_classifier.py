@@ -52,7 +52,7 @@ def classifier_run(data, tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert main(["pretrain-mlm", "--text", str(data["train"]), "--out", str(mlm), *TINY, "--max-steps", "40"]) == 0
     run = tmp_path_factory.mktemp("classifier") / "run"
     assert main(["train-classifier", "--train", str(data["train"]), "--valid", str(data["dev"]), "--init", str(mlm),
-                 "--label-names", "NEGATIVE,POSITIVE", "--out", str(run), *TINY, "--max-steps", "300"]) == 0
+                 "--label-names", "NEGATIVE,POSITIVE", "--out", str(run), *TINY, "--max-steps", "300", "--lr-scale", "0.3"]) == 0
     return run
 
 

@@ -208,10 +208,16 @@ def test_an_imported_checkpoint_exports_back_to_the_same_marian_folder(imported:
 
 def _break(directory: Path, problem: str) -> str:
     """Spoil a copy of a Marian folder; returns what the error must say."""
+    config = json.loads((directory / "config.json").read_text())
     if problem == "unsupported config":
-        config = json.loads((directory / "config.json").read_text())
         (directory / "config.json").write_text(json.dumps({**config, "normalize_before": True}))
         return "config.json: normalize_before=true is not supported"
+    if problem == "separate decoder vocabulary":  # a field transformers' MarianConfig has
+        (directory / "config.json").write_text(json.dumps({**config, "decoder_vocab_size": config["vocab_size"] + 1}))
+        return "config.json: decoder_vocab_size"
+    if problem == "end token is padding":
+        (directory / "config.json").write_text(json.dumps({**config, "eos_token_id": config["pad_token_id"]}))
+        return "config.json: eos_token_id"
     if problem == "truncated weights":
         weights = directory / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
@@ -232,8 +238,9 @@ def _break(directory: Path, problem: str) -> str:
     raise ValueError(problem)
 
 
-@pytest.mark.parametrize("problem", ["unsupported config", "truncated weights", "pickled weights only",
-                                     "missing target.spm", "untied output"])
+@pytest.mark.parametrize("problem", ["unsupported config", "separate decoder vocabulary", "end token is padding",
+                                     "truncated weights", "pickled weights only", "missing target.spm",
+                                     "untied output"])
 def test_import_refuses_a_bad_folder_in_one_line_naming_it(marian_dir: Path, tmp_path: Path, problem: str,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     folder = tmp_path / "folder"

@@ -150,17 +150,25 @@ def test_graceful_shutdown_lets_in_flight_requests_finish(trained_run, launch) -
 
     process, url = launch(trained_run)
     outcome: dict[str, int] = {}
-    # Heavy enough to be in flight at the signal, light enough to end within uvicorn's 30 s grace on a busy machine.
-    heavy = {"text": [" ".join(["seven hundred"] * 100)] * 8, "beam": 16}
+    # Heavy enough to be in flight at the signal, light enough to end within uvicorn's 30 s grace on a busy machine:
+    # time the request first and double it until it takes a second, then signal a third of the way through.
+    heavy = {"text": [" ".join(["seven hundred"] * 100)] * 4, "beam": 16}
+    while True:
+        started = time.perf_counter()
+        assert post(url, "/v1/translate", heavy).status_code == 200
+        duration = time.perf_counter() - started
+        if duration >= 1.0 or len(heavy["text"]) >= 64:
+            break
+        heavy["text"] = heavy["text"] * 2
 
     def slow_request() -> None:
         outcome["status"] = post(url, "/v1/translate", heavy).status_code
 
     thread = threading.Thread(target=slow_request)
     thread.start()
-    time.sleep(1.0)  # the request is being decoded
+    time.sleep(duration / 3)  # the request is being decoded
     process.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
+    time.sleep(min(0.2, duration / 6))
     assert "status" not in outcome, "the request finished before the signal: make it heavier"
     thread.join(timeout=300)
     assert outcome.get("status") == 200
