@@ -18,7 +18,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -27,8 +27,11 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from aiayn.data.marian_vocab import AnyTokenizer, load_tokenizer_files, save_tokenizer_files
 from aiayn.data.tokenizer import Tokenizer
 from aiayn.errors import InputError
-from aiayn.files import building, holds_only, recover_hidden, remove_tree
+from aiayn.files import building, holds_only, read_json_object, recover_hidden, remove_tree
 from aiayn.model import ModelConfig, Transformer
+
+M = TypeVar("M", bound=torch.nn.Module)
+TRANSLATOR = "translator"  # the kind of model config.json names (translators' configs may name none)
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
 AVERAGE_DIR, BEST_DIR = "average", "best"
@@ -63,15 +66,7 @@ def save_checkpoint(
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{path}: corrupt JSON ({error})") from None
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{path}: corrupt (not a JSON object)")
-    return value
+    return read_json_object(path, CheckpointError)
 
 
 def read_config(directory: Path) -> dict[str, Any]:
@@ -111,6 +106,9 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     """Model (in eval mode), tokenizer and config of a checkpoint directory or a run directory."""
     directory = resolve_checkpoint(path)
     config = read_config(directory)
+    kind = config.get("kind", TRANSLATOR)
+    if kind != TRANSLATOR:
+        raise CheckpointError(f"{directory / 'config.json'}: a {kind} checkpoint, not a translator")
     model_config = model_config_of(config, directory / "config.json")
     try:
         tokenizer = load_tokenizer_files(directory)
@@ -121,10 +119,14 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
         raise CheckpointError(f"{directory / vocabulary}: {tokenizer.vocab_size} pieces, but "
                               f"{directory / 'config.json'} says vocab_size {model_config.vocab_size}; "
                               "the tokenizer does not belong to this model")
+    return load_weights(Transformer(model_config), directory).to(device), tokenizer, config
+
+
+def load_weights(model: M, directory: Path) -> M:
+    """`model` (in eval mode) with the weights of directory/model.safetensors, which must fit it exactly."""
     weights = directory / "model.safetensors"
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing")
-    model = Transformer(model_config)
     try:
         missing, unexpected = load_model(model, str(weights), strict=False)
     except (SafetensorError, RuntimeError, OSError) as error:
@@ -132,7 +134,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     if missing or unexpected:
         raise CheckpointError(f"{weights}: weights do not match the config "
                               f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
-    return model.to(device).eval(), tokenizer, config
+    return model.eval()
 
 
 def load_training_state(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

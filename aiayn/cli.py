@@ -245,12 +245,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _attention(args: argparse.Namespace) -> int:
     from aiayn.checkpoint import model_config_of, read_config, resolve_checkpoint
     from aiayn.evaluation.attention_plot import check_map_choice, draw_all_heads, draw_attention
-    from aiayn.family.store import kind_of
+    from aiayn.family.store import TRANSLATOR, kind_of
     from aiayn.family.vit import VIT
 
     out = _output_file(args.out, "--out", suffixes=PICTURES)
-    if kind_of(args.checkpoint) == VIT:
+    kind = kind_of(args.checkpoint)
+    if kind == VIT:
         return _image_attention(args, out)
+    if kind != TRANSLATOR:
+        raise InputError(f"{args.checkpoint}: a {kind} checkpoint; aiayn attention draws translators and ViTs")
     if args.src is None:
         raise InputError("--src: give the source sentence whose attention to draw")
     directory = resolve_checkpoint(args.checkpoint)
@@ -291,7 +294,7 @@ def _family_schedule(args: argparse.Namespace):
 
 def _family_config(args: argparse.Namespace, **defaults) -> ModelConfig:
     overrides = {k: v for k, v in dict(dropout=args.dropout).items() if v is not None}
-    return ModelConfig.preset(args.preset, **{**defaults, **overrides})
+    return ModelConfig.preset(getattr(args, "preset", "tiny"), **{**defaults, **overrides})
 
 
 def _pretrain_mlm(args: argparse.Namespace) -> int:
@@ -310,7 +313,7 @@ def _train_classifier(args: argparse.Namespace) -> int:
 
     schedule, config = _family_schedule(args), _family_config(args)
     train, valid = read_labelled(args.train), read_labelled(args.valid) if args.valid else None
-    names = args.label_names.split(",") if args.label_names else None
+    names = [name.strip() for name in args.label_names.split(",")] if args.label_names else None
     _, accuracy = train_classifier(train, valid, Path(args.out), config, schedule, args.init, names, args.vocab_size,
                                    TextForm(args.max_length, args.lowercase), args.batch_tokens, args.overwrite)
     print(f"wrote {args.out}" + (f"; validation accuracy {100 * accuracy:.2f}%" if accuracy is not None else ""))
@@ -319,9 +322,11 @@ def _train_classifier(args: argparse.Namespace) -> int:
 
 def _classify(args: argparse.Namespace) -> int:
     from aiayn.family.classifier import TextClassifier
+    from aiayn.runtime import check_device
 
-    texts = args.texts or _read_input(None)
+    check_device(args.device)
     classifier = TextClassifier.from_checkpoint(args.checkpoint, args.device, announce=True)
+    texts = args.texts or _read_input(None)
     sys.stdout.write("".join(f"{label}\t{score:.4f}\n" for label, score in classifier.classify(texts)))
     return 0
 
@@ -341,7 +346,11 @@ def _train_lm(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from aiayn.decoding.search import Sampling
     from aiayn.family.lm import TextGenerator
+    from aiayn.runtime import check_device
 
+    if args.n > 1 and not args.sample:
+        raise InputError(f"--n {args.n} without --sample: the most probable continuation is the same every time")
+    check_device(args.device)
     generator = TextGenerator.from_checkpoint(args.checkpoint, args.device, announce=True)
     sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed) if args.sample else None
     for _ in range(args.n):
@@ -477,12 +486,13 @@ def _add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=SEED)
 
 
-def _add_family_arguments(p: argparse.ArgumentParser, preset: str, batch_tokens: int = 4000, text: bool = True,
+def _add_family_arguments(p: argparse.ArgumentParser, preset: str | None, batch_tokens: int = 4000, text: bool = True,
                           warmup: int = 400, lr_scale: float = 1.0) -> None:
     """What every descendant's training takes (aiayn.family.loop)."""
     p.add_argument("--out", required=True, help="checkpoint folder to write (new or empty; --overwrite replaces one)")
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--preset", default=preset, choices=sorted(ModelConfig.PRESETS))
+    if preset is not None:  # the ViT has one size of its own
+        p.add_argument("--preset", default=preset, choices=sorted(ModelConfig.PRESETS))
     p.add_argument("--dropout", type=FRACTION)
     if text:
         p.add_argument("--vocab-size", type=POSITIVE, default=8000)
@@ -592,9 +602,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_pretrain_mlm)
 
     p = verbs.add_parser("train-classifier", help="train a sentence classifier: the encoder, BERT's way")
-    p.add_argument("--train", required=True, help="TSV with a header: sentence<TAB>label")
+    p.add_argument("--train", required=True, help="TSV whose header names a 'sentence' and a 'label' column")
     p.add_argument("--valid", help="TSV like --train; the best validation accuracy is kept")
-    p.add_argument("--init", help="a pretrain-mlm checkpoint to start from (its vocabulary too)")
+    p.add_argument("--init", help="a pretrain-mlm checkpoint to start from: its size, vocabulary and text form are "
+                   "kept (--preset, --vocab-size, --max-length and --lowercase are not used)")
     p.add_argument("--label-names", help="names for the labels in sorted order, e.g. NEGATIVE,POSITIVE for 0,1")
     p.add_argument("--lowercase", action="store_true",
                    help="lowercase the text, in training and in use (with --init: as the pre-training did)")
@@ -623,7 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_generate)
 
     p = verbs.add_parser("train-vit", help="train a Vision Transformer on scikit-learn's digits (no download)")
-    _add_family_arguments(p, preset="tiny", text=False, warmup=100, lr_scale=0.3)
+    _add_family_arguments(p, preset=None, text=False, warmup=100, lr_scale=0.3)
     p.set_defaults(run=_train_vit)
 
     p = verbs.add_parser("average", help="average the last N checkpoints of a run (§6.1)")

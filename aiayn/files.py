@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import json
 import os
 import shutil
 import sys
@@ -19,6 +20,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from aiayn.errors import InputError
 
@@ -209,3 +211,16 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
     path.rename(doomed)
     shutil.rmtree(doomed)
+
+
+def read_json_object(path: Path, error: type[Exception]) -> dict[str, Any]:
+    """The JSON object in `path`; `error` naming the file when it is missing, unreadable or not an object."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: missing") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as reason:
+        raise error(f"{path}: corrupt JSON ({reason})") from None
+    if not isinstance(value, dict):
+        raise error(f"{path}: corrupt (not a JSON object)")
+    return value

@@ -104,7 +104,9 @@ class Sampling:
         if not 0 < self.top_p <= 1:
             raise ValueError("top_p must be in (0, 1]")
         self.generator = torch.Generator()
-        if self.seed is not None:
+        if self.seed is None:
+            self.generator.seed()  # from the OS: a fresh torch.Generator always starts from the same seed
+        else:
             self.generator.manual_seed(self.seed)
 
     def pick(self, log_probs: Tensor) -> Tensor:

@@ -2,8 +2,8 @@
 optional masked-language-model pre-training on unlabelled text, then fine-tuning on labelled
 sentences, and `pipeline("sentiment-analysis", model=RUN)` shaped like Hugging Face's.
 
-Labelled data is TSV with a header, `sentence<TAB>label` (GLUE's SST-2 as it ships); the labels'
-names are kept in the checkpoint (`--label-names` renames them, in sorted order).
+Labelled data is TSV whose header names a `sentence` and a `label` column (GLUE's SST-2 as it
+ships); the labels' names are kept in the checkpoint (`--label-names` renames them, in sorted order).
 """
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from aiayn import checkpoint
-from aiayn.data.batching import TokenBatches, pad
+from aiayn.data.batching import pad
 from aiayn.data.corpus import CorpusError, read_lines
 from aiayn.data.tokenizer import BOS_ID, PAD_ID, Tokenizer
 from aiayn.errors import InputError
-from aiayn.family.loop import Outcome, Schedule, fit, forever
-from aiayn.family.store import device_of, load_weights, open_checkpoint, text_tokenizer
+from aiayn.family.loop import Outcome, Schedule, fit, length_batches
+from aiayn.family.store import config_field, device_of, learn_tokenizer, load_weights, open_checkpoint, text_tokenizer
 from aiayn.files import check_output_dir
 from aiayn.model import ModelConfig
 from aiayn.model.family import EncoderClassifier, MaskedLanguageModel, mask_tokens
@@ -31,29 +31,59 @@ CLASSIFIER, MASKED_LM = "classifier", "masked-lm"
 MASK = "<mask>"  # BERT's [MASK]; [CLS] is <s> (bos), padding is <pad>
 
 
+def _header(path: str | Path, lines: list[str], needed: tuple[str, ...]) -> list[str]:
+    """The TSV header's column names (trimmed, lowercased, without a byte-order mark); CorpusError
+    naming the file unless it has the `needed` ones."""
+    header = [name.strip().lower() for name in lines[0].lstrip("\ufeff").split("\t")] if lines else []
+    if not all(name in header for name in needed):
+        raise CorpusError(f"{path}, line 1: the header names no {' and '.join(map(repr, needed))} column "
+                          f"(found {header[:4]}); TSV files need a header, e.g. sentence<TAB>label")
+    return header
+
+
+def _fields(line: str, header: list[str], text_column: int) -> list[str]:
+    """A TSV line cut into the header's columns; the sentence column keeps any tab inside it."""
+    after = len(header) - 1 - text_column
+    left = line.split("\t", text_column)
+    right = left.pop().rsplit("\t", after) if len(left) > text_column else []
+    return left + right
+
+
 def read_labelled(path: str | Path) -> tuple[list[str], list[str]]:
-    """Sentences and labels of a TSV file whose first line is a header."""
+    """Sentences and labels of a TSV file whose header names a `sentence` and a `label` column
+    (GLUE's layout; other columns are ignored)."""
     lines = read_lines(path)
+    header = _header(path, lines, ("sentence", "label"))
+    text_column, label_column = header.index("sentence"), header.index("label")
     sentences, labels = [], []
     for number, line in enumerate(lines[1:], start=2):
-        text, tab, label = line.rpartition("\t")
-        if not tab or not label.strip():
-            raise CorpusError(f"{path}, line {number}: not 'sentence<TAB>label'")
-        sentences.append(text)
-        labels.append(label.strip())
+        fields = _fields(line, header, text_column)
+        if len(fields) != len(header):
+            raise CorpusError(f"{path}, line {number}: {len(fields)} columns where the header has {len(header)}")
+        if not fields[label_column].strip():
+            raise CorpusError(f"{path}, line {number}: no label")
+        sentences.append(fields[text_column])
+        labels.append(fields[label_column].strip())
     if not sentences:
         raise CorpusError(f"{path}: no labelled sentence after the header")
     return sentences, labels
 
 
 def read_text(paths: Sequence[str | Path]) -> list[str]:
-    """Unlabelled sentences: every line of plain or .gz files; of a .tsv (or .tsv.gz), the first
-    column after the header."""
+    """Unlabelled sentences: every line of plain or .gz files; of a .tsv (or .tsv.gz), the
+    `sentence` column its header names."""
     sentences = []
     for path in paths:
         lines = read_lines(path)
         if ".tsv" in Path(path).suffixes:
-            lines = [line.split("\t", 1)[0] for line in lines[1:]]
+            header = _header(path, lines, ("sentence",))
+            column = header.index("sentence")
+            rows = [_fields(line, header, column) for line in lines[1:]]
+            for number, fields in enumerate(rows, start=2):
+                if len(fields) != len(header):
+                    raise CorpusError(f"{path}, line {number}: {len(fields)} columns where the header has "
+                                      f"{len(header)}")
+            lines = [fields[column] for fields in rows]
         sentences += [line for line in lines if line.strip()]
     if not sentences:
         raise CorpusError(f"{', '.join(map(str, paths))}: no text")
@@ -68,19 +98,20 @@ class TextForm:
     max_length: int = 128
     lowercase: bool = False
 
+    @classmethod
+    def of(cls, config: dict, directory: Path) -> "TextForm":
+        """The text form a checkpoint's config.json records."""
+        fields = config_field(config, "text_form", dict, directory)
+        max_length, lowercase = fields.get("max_length"), fields.get("lowercase")
+        if set(fields) != {"max_length", "lowercase"} or not isinstance(lowercase, bool) \
+                or not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 3:
+            raise checkpoint.CheckpointError(f"{directory / 'config.json'}: field 'text_form' is not "
+                                             "{max_length: an integer >= 3, lowercase: true or false}")
+        return cls(max_length, lowercase)
+
     def rows(self, tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
         texts = [t.lower() for t in texts] if self.lowercase else texts
         return [[BOS_ID] + ids[: self.max_length - 1] for ids in tokenizer.encode(texts)]
-
-
-def _epochs(rows: list[list[int]], batch_tokens: int, seed: int):
-    lengths = np.array([len(r) for r in rows])
-    batches = TokenBatches(lengths, np.zeros_like(lengths), batch_tokens, seed)
-
-    def epoch(e: int) -> list[np.ndarray]:
-        plan = batches.epoch(e)
-        return [plan[k] for k in range(len(plan))]
-    return epoch
 
 
 @dataclasses.dataclass
@@ -96,8 +127,11 @@ class TextClassifier:
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", announce: bool = False) -> "TextClassifier":
         directory, config, model_config = open_checkpoint(path, CLASSIFIER, announce)
         tokenizer = text_tokenizer(directory, model_config.vocab_size)
-        model = load_weights(EncoderClassifier(model_config, len(config["labels"])), directory)
-        return cls(model.to(device), tokenizer, config["labels"], TextForm(**config["text_form"]))
+        labels = config_field(config, "labels", list, directory)
+        if len(labels) < 2:
+            raise checkpoint.CheckpointError(f"{directory / 'config.json'}: field 'labels' names fewer than 2 labels")
+        model = load_weights(EncoderClassifier(model_config, len(labels)), directory)
+        return cls(model.to(device), tokenizer, [str(label) for label in labels], TextForm.of(config, directory))
 
     @torch.inference_mode()
     def probabilities(self, texts: list[str], batch_size: int = 64) -> Tensor:
@@ -125,7 +159,7 @@ def pretrain_mlm(texts: list[str], out: Path, model_config: ModelConfig, schedul
     check_output_dir(out, "checkpoint", checkpoint.is_checkpoint, overwrite)
     if form.lowercase:
         texts = [t.lower() for t in texts]
-    tokenizer = Tokenizer.train(texts, vocab_size, seed=schedule.seed, symbols=(MASK,))
+    tokenizer = learn_tokenizer(texts, vocab_size, schedule.seed, (MASK,))
     mask_id = tokenizer.processor.piece_to_id(MASK)
     config = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, n_decoder_layers=0)
     torch.manual_seed(schedule.seed)
@@ -140,7 +174,7 @@ def pretrain_mlm(texts: list[str], out: Path, model_config: ModelConfig, schedul
         logits = net(inputs, where=predicted).float()
         return F.cross_entropy(logits, labels[predicted], reduction="sum"), int(predicted.sum())
 
-    outcome = fit(model, forever(_epochs(rows, batch_tokens, schedule.seed)), loss_of, schedule, unit="tokens")
+    outcome = fit(model, length_batches(rows, batch_tokens, schedule.seed), loss_of, schedule, unit="tokens")
     model.load_state_dict(outcome.best_state)
     checkpoint.save_checkpoint(out, model, tokenizer, {"kind": MASKED_LM, "text_form": dataclasses.asdict(form),
                                                        "history": outcome.history})
@@ -157,6 +191,11 @@ def train_classifier(train: tuple[list[str], list[str]], valid: tuple[list[str],
     check_output_dir(out, "checkpoint", checkpoint.is_checkpoint, overwrite)
     texts, labels = train
     names = sorted(set(labels))
+    if len(names) < 2:
+        raise InputError(f"the training data has {len(names)} label ({', '.join(names)}): "
+                         "a classifier needs two or more")
+    if label_names is not None and (len(set(label_names)) != len(label_names) or not all(label_names)):
+        raise InputError(f"--label-names {','.join(label_names)}: names must be distinct and not empty")
     if label_names is not None and len(label_names) != len(names):
         raise InputError(f"--label-names gives {len(label_names)} names for the {len(names)} labels "
                          f"{', '.join(names)} (in this order)")
@@ -165,11 +204,11 @@ def train_classifier(train: tuple[list[str], list[str]], valid: tuple[list[str],
     if init is not None:
         directory, init_config, config = open_checkpoint(init, MASKED_LM)
         tokenizer = text_tokenizer(directory, config.vocab_size)
-        form = TextForm(**init_config["text_form"])
+        form = TextForm.of(init_config, directory)
         config = dataclasses.replace(config, dropout=model_config.dropout)
     else:
-        tokenizer = Tokenizer.train([t.lower() for t in texts] if form.lowercase else texts, vocab_size,
-                                    seed=schedule.seed, symbols=(MASK,))
+        tokenizer = learn_tokenizer([t.lower() for t in texts] if form.lowercase else texts, vocab_size,
+                                    schedule.seed, (MASK,))
         config = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, n_decoder_layers=0)
     torch.manual_seed(schedule.seed)
     model = EncoderClassifier(config, len(names))
@@ -188,7 +227,7 @@ def train_classifier(train: tuple[list[str], list[str]], valid: tuple[list[str],
         gold = [shown[names.index(label)] for label in valid[1]]
         return TextClassifier(net, tokenizer, shown, form).accuracy(valid[0], gold)
 
-    outcome = fit(model, forever(_epochs(rows, batch_tokens, schedule.seed)), loss_of, schedule,
+    outcome = fit(model, length_batches(rows, batch_tokens, schedule.seed), loss_of, schedule,
                   accuracy if valid is not None else None)
     model.load_state_dict(outcome.best_state)
     checkpoint.save_checkpoint(out, model, tokenizer, {"kind": CLASSIFIER, "labels": shown,

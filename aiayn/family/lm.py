@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from aiayn import checkpoint
-from aiayn.data.batching import TokenBatches, pad
+from aiayn.data.batching import pad
 from aiayn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from aiayn.decoding.search import Sampling
-from aiayn.family.loop import Outcome, Schedule, fit, forever
-from aiayn.family.store import device_of, load_weights, open_checkpoint, text_tokenizer
+from aiayn.errors import InputError
+from aiayn.family.loop import Outcome, Schedule, fit, length_batches
+from aiayn.family.store import config_field, device_of, learn_tokenizer, load_weights, open_checkpoint, text_tokenizer
 from aiayn.files import check_output_dir
 from aiayn.model import ModelConfig
 from aiayn.model.family import LanguageModel
@@ -56,17 +57,11 @@ def train_lm(texts: list[str], valid: list[str] | None, out: Path, model_config:
              overwrite: bool = False) -> tuple[Outcome, float | None]:
     """Train on plain sentences; keep the state with the lowest validation perplexity at `out`."""
     check_output_dir(out, "checkpoint", checkpoint.is_checkpoint, overwrite)
-    tokenizer = Tokenizer.train(texts, vocab_size, seed=schedule.seed)
+    tokenizer = learn_tokenizer(texts, vocab_size, schedule.seed)
     config = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, n_encoder_layers=0)
     torch.manual_seed(schedule.seed)
     model = LanguageModel(config)
     rows = _rows(tokenizer, texts, max_length)
-    lengths = np.array([len(r) for r in rows])
-    batches = TokenBatches(lengths, np.zeros_like(lengths), batch_tokens, schedule.seed)
-
-    def epoch(e: int) -> list[np.ndarray]:
-        plan = batches.epoch(e)
-        return [plan[k] for k in range(len(plan))]
 
     def loss_of(net: LanguageModel, ids: np.ndarray) -> tuple[Tensor, int]:
         return _nll(net, [rows[i] for i in ids])
@@ -74,7 +69,8 @@ def train_lm(texts: list[str], valid: list[str] | None, out: Path, model_config:
     def negative_perplexity(net: LanguageModel) -> float:  # fit keeps the highest score
         return -perplexity(net, tokenizer, valid, max_length)
 
-    outcome = fit(model, forever(epoch), loss_of, schedule, negative_perplexity if valid else None, unit="tokens")
+    outcome = fit(model, length_batches(rows, batch_tokens, schedule.seed), loss_of, schedule,
+                  negative_perplexity if valid else None, unit="tokens")
     model.load_state_dict(outcome.best_state)
     best = -outcome.best_score if outcome.best_score is not None else None
     checkpoint.save_checkpoint(out, model, tokenizer, {"kind": LM, "max_length": max_length,
@@ -92,7 +88,8 @@ class TextGenerator:
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", announce: bool = False) -> "TextGenerator":
         directory, config, model_config = open_checkpoint(path, LM, announce)
         tokenizer = text_tokenizer(directory, model_config.vocab_size)
-        return cls(load_weights(LanguageModel(model_config), directory).to(device), tokenizer, config["max_length"])
+        max_length = config_field(config, "max_length", int, directory, minimum=3)
+        return cls(load_weights(LanguageModel(model_config), directory).to(device), tokenizer, max_length)
 
     @torch.inference_mode()
     def generate_ids(self, prompt: list[int], max_new_tokens: int = 50, sampling: Sampling | None = None,
@@ -120,5 +117,8 @@ class TextGenerator:
 
     def generate(self, prompt: str, max_new_tokens: int = 50, sampling: Sampling | None = None) -> str:
         """The prompt and its continuation, as raw text."""
-        ids = self.tokenizer.encode([prompt])[0][: self.max_length - 2] if prompt else []
+        ids = self.tokenizer.encode([prompt])[0] if prompt else []
+        if len(ids) > self.max_length - 2:
+            raise InputError(f"--prompt: {len(ids)} subwords; this model was trained on at most "
+                             f"{self.max_length - 2} a sentence")
         return self.tokenizer.decode([ids + self.generate_ids(ids, max_new_tokens, sampling)])[0]

@@ -12,11 +12,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from aiayn.errors import InputError
+from aiayn.data.batching import TokenBatches
+from aiayn.errors import InputError, TrainingDiverged
 from aiayn.runtime import keep_freed_memory
 from aiayn.training.schedule import learning_rate
 
@@ -69,44 +71,71 @@ def fit(model: nn.Module, batches: Iterator[Any], loss_of: Callable[[nn.Module, 
         return steps >= total or (schedule.time_budget_s is not None and seconds >= schedule.time_budget_s)
 
     model.train()
-    while not done():
-        started = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=schedule.bf16):
-            loss_sum, items = loss_of(model, next(batches))
-        (loss_sum / max(items, 1)).backward()
-        loss_value = loss_sum.item()
-        if not math.isfinite(loss_value):
-            raise InputError(f"the loss became {loss_value} at step {steps + 1}: lower --lr-scale")
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(steps + 1, model.config.d_model, schedule.warmup_steps, schedule.lr_scale)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        elapsed = time.perf_counter() - started
-        steps, seconds = steps + 1, seconds + elapsed
-        window_loss, window_items, window_seconds = window_loss + loss_value, window_items + items, window_seconds + elapsed
-        fraction = max(steps / total, seconds / schedule.time_budget_s if schedule.time_budget_s else 0.0)
-        bar.update(int(1000 * min(fraction, 1.0)) - bar.n)
-        if steps % schedule.log_every == 0 or done():
-            record = {"step": steps, "loss": window_loss / max(window_items, 1),
-                      f"{unit}_per_s": window_items / window_seconds, "train_seconds": seconds}
-            history.append(record)
-            bar.set_postfix_str(f"step {steps} loss {record['loss']:.3f} {record[f'{unit}_per_s']:,.0f} {unit}/s",
-                                refresh=False)
-            window_loss, window_items, window_seconds = 0.0, 0, 0.0
-        if evaluate is not None and (steps % schedule.eval_every == 0 or done()):
-            model.eval()
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=schedule.bf16):
-                score = evaluate(model)
-            model.train()
-            history.append({"step": steps, "score": score, "train_seconds": seconds})
-            tqdm.write(f"step {steps}: {score:.4f}", file=sys.stderr)
-            if best_score is None or score > best_score:
-                best_state, best_score = copy.deepcopy(model.state_dict()), score
-    bar.close()
+    try:
+        while not done():
+            started = time.perf_counter()
+            loss_value, items = _update(model, optimizer, next(batches), loss_of, schedule, steps + 1)
+            elapsed = time.perf_counter() - started
+            steps, seconds = steps + 1, seconds + elapsed
+            window_loss, window_items = window_loss + loss_value, window_items + items
+            window_seconds += elapsed
+            fraction = max(steps / total, seconds / schedule.time_budget_s if schedule.time_budget_s else 0.0)
+            bar.update(int(1000 * min(fraction, 1.0)) - bar.n)
+            if steps % schedule.log_every == 0 or done():
+                record = {"step": steps, "loss": window_loss / max(window_items, 1),
+                          f"{unit}_per_s": window_items / window_seconds, "train_seconds": seconds}
+                history.append(record)
+                bar.set_postfix_str(f"step {steps} loss {record['loss']:.3f} {record[f'{unit}_per_s']:,.0f} {unit}/s",
+                                    refresh=False)
+                window_loss, window_items, window_seconds = 0.0, 0, 0.0
+            if evaluate is not None and (steps % schedule.eval_every == 0 or done()):
+                model.eval()
+                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=schedule.bf16):
+                    score = evaluate(model)
+                model.train()
+                history.append({"step": steps, "score": score, "train_seconds": seconds})
+                tqdm.write(f"step {steps}: {score:.4f}", file=sys.stderr)
+                if best_score is None or score > best_score:
+                    best_state, best_score = copy.deepcopy(model.state_dict()), score
+    finally:
+        bar.close()
     if evaluate is None:
         best_state = copy.deepcopy(model.state_dict())
     model.eval()
     return Outcome(best_state, best_score, steps, seconds, history)
+
+
+def _update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Any,
+            loss_of: Callable[[nn.Module, Any], tuple[Tensor, int]], schedule: Schedule, step: int) -> tuple[float, int]:
+    """One step of Adam on one batch at the §5.3 learning rate of `step`: the batch's summed loss and items."""
+    device = next(model.parameters()).device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=schedule.bf16):
+        loss_sum, items = loss_of(model, batch)
+    (loss_sum / max(items, 1)).backward()
+    loss_value = loss_sum.item()
+    gradient_norm = float(torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None]))
+    if not (math.isfinite(loss_value) and math.isfinite(gradient_norm)):
+        raise TrainingDiverged(f"the loss or its gradient became NaN or infinite at step {step}: lower --lr-scale")
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(step, model.config.d_model, schedule.warmup_steps, schedule.lr_scale)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_value, items
+
+
+def length_batches(rows: list[list[int]], batch_tokens: int, seed: int) -> Iterator[np.ndarray]:
+    """Row indices in batches of similar length (§5.1), at most `batch_tokens` tokens with padding,
+    shuffled anew every epoch, epoch after epoch."""
+    lengths = np.array([len(row) for row in rows])
+    if len(rows) and batch_tokens < lengths.max():
+        raise InputError(f"--batch-tokens {batch_tokens}: smaller than the longest sentence ({lengths.max()} "
+                         "subwords with [CLS] or <s>); give at least that many")
+    batches = TokenBatches(lengths, np.zeros_like(lengths), batch_tokens, seed)
+
+    def epoch(e: int) -> list[np.ndarray]:
+        plan = batches.epoch(e)
+        return [plan[k] for k in range(len(plan))]
+    return forever(epoch)
 
 
 def forever(make_epoch: Callable[[int], list[Any]]) -> Iterator[Any]:

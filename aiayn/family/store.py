@@ -6,33 +6,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_model
 from torch import nn
 
-from aiayn.checkpoint import CheckpointError, load_tokenizer, model_config_of, read_config, resolve_checkpoint
+from aiayn.checkpoint import (
+    TRANSLATOR,
+    CheckpointError,
+    load_tokenizer,
+    load_weights,
+    model_config_of,
+    read_config,
+    resolve_checkpoint,
+)
 from aiayn.data.tokenizer import Tokenizer
+from aiayn.errors import InputError
 
-TRANSLATOR = "translator"
+__all__ = ["TRANSLATOR", "config_field", "device_of", "kind_of", "learn_tokenizer", "load_weights", "open_checkpoint",
+           "text_tokenizer"]
 
 
 def kind_of(path: str | Path) -> str:
     """The kind of model a checkpoint (or run directory) holds; translators' configs name none."""
     return read_config(resolve_checkpoint(path)).get("kind", TRANSLATOR)
-
-
-def load_weights(model: nn.Module, directory: Path) -> nn.Module:
-    weights = directory / "model.safetensors"
-    if not weights.is_file():
-        raise CheckpointError(f"{weights}: missing")
-    try:
-        missing, unexpected = load_model(model, str(weights), strict=False)
-    except (SafetensorError, RuntimeError, OSError) as error:
-        raise CheckpointError(f"{weights}: corrupt or does not fit the config ({error})") from None
-    if missing or unexpected:
-        raise CheckpointError(f"{weights}: weights do not match the config "
-                              f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
-    return model.eval()
 
 
 def open_checkpoint(path: str | Path, kind: str, announce: bool = False) -> tuple[Path, dict[str, Any], Any]:
@@ -43,6 +37,25 @@ def open_checkpoint(path: str | Path, kind: str, announce: bool = False) -> tupl
     if found != kind:
         raise CheckpointError(f"{directory / 'config.json'}: a {found} checkpoint, not a {kind}")
     return directory, config, model_config_of(config, directory / "config.json")
+
+
+def config_field(config: dict[str, Any], name: str, kind: type, directory: Path, minimum: int | None = None) -> Any:
+    """config[name], which must be a `kind` (an int at least `minimum`); CheckpointError naming the field else."""
+    value = config.get(name)
+    wrong = not isinstance(value, kind) or isinstance(value, bool) and kind is not bool
+    if wrong or minimum is not None and value < minimum:
+        at_least = f" of at least {minimum}" if minimum is not None else ""
+        raise CheckpointError(f"{directory / 'config.json'}: field {name!r} missing or not a {kind.__name__}{at_least}")
+    return value
+
+
+def learn_tokenizer(texts: list[str], vocab_size: int, seed: int, symbols: tuple[str, ...] = ()) -> Tokenizer:
+    """The shared BPE vocabulary learned on `texts`; InputError when SentencePiece cannot learn it."""
+    try:
+        return Tokenizer.train(texts, vocab_size, seed=seed, symbols=symbols)
+    except RuntimeError as error:  # e.g. a vocabulary smaller than the characters seen
+        raise InputError(f"--vocab-size {vocab_size}: SentencePiece cannot learn it on this text "
+                         f"({(str(error).strip().splitlines() or ['?'])[-1]})") from None
 
 
 def text_tokenizer(directory: Path, vocab_size: int) -> Tokenizer:

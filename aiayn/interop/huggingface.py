@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from aiayn.checkpoint import load_checkpoint, save_checkpoint
 from aiayn.data.marian_vocab import SOURCE_SPM, TARGET_SPM, VOCAB_JSON, AnyTokenizer, MarianVocabTokenizer
-from aiayn.files import building
+from aiayn.files import building, read_json_object
 from aiayn.interop.common import InteropError, optional_module, require_empty
 from aiayn.interop.marian import (
     EMBEDDING_COPIES, POSITION_TABLES, SHARED_EMBEDDING, from_marian_config, from_marian_state, mapping_table,
@@ -99,18 +99,6 @@ def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
         raise InteropError(f"{path}: truncated or corrupt ({error})") from None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InteropError(f"{path}: missing") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InteropError(f"{path}: corrupt JSON ({error})") from None
-    if not isinstance(value, dict):
-        raise InteropError(f"{path}: not a JSON object")
-    return value
-
-
 def _shared_embedding(state: dict[str, torch.Tensor], path: Path) -> torch.Tensor:
     """The one embedding matrix, wherever the file keeps it; its tied copies must all be equal to it."""
     present = [name for name in (SHARED_EMBEDDING, *EMBEDDING_COPIES) if name in state]
@@ -149,7 +137,7 @@ def import_marian(directory: str | Path, out: str | Path) -> Path:
     if (directory / "target_vocab.json").is_file():
         raise InteropError(f"{directory / 'target_vocab.json'}: separate source and target vocabularies are not "
                            "supported (separate_vocabs)")
-    values = _read_json(directory / "config.json")
+    values = read_json_object(directory / "config.json", InteropError)
     state = _read_weights(directory)
     path = directory / WEIGHTS
     state[SHARED_EMBEDDING] = _shared_embedding(state, path)
@@ -180,7 +168,8 @@ def import_marian(directory: str | Path, out: str | Path) -> Path:
     if tokenizer.vocab_size != config.vocab_size:
         raise InteropError(f"{directory / VOCAB_JSON}: {tokenizer.vocab_size} ids, but config.json says "
                            f"vocab_size={config.vocab_size}")
-    languages = _read_json(directory / "tokenizer_config.json") if (directory / "tokenizer_config.json").is_file() else {}
+    tokenizer_config = directory / "tokenizer_config.json"
+    languages = read_json_object(tokenizer_config, InteropError) if tokenizer_config.is_file() else {}
     extra = {"languages": ({"source": languages["source_lang"], "target": languages["target_lang"]}
                            if languages.get("source_lang") and languages.get("target_lang") else None),
              "imported_from": str(directory.resolve())}

@@ -23,21 +23,11 @@ from aiayn.model.transformer import (
     Encoder,
     LearnedPositionalEncoding,
     cache_dtype,
+    init_weights,
     key_padding_mask,
     padding_mask,
+    position_limit,
 )
-
-
-def _init(module: nn.Module, d_model: int) -> None:
-    """The translator's initialisation: Xavier-uniform projections, zero biases, N(0, d^-1/2) embeddings."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-    for m in module.modules():
-        if isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, mean=0.0, std=d_model ** -0.5)
 
 
 class EncoderStack(nn.Module):
@@ -64,7 +54,7 @@ class MaskedLanguageModel(nn.Module):
         self.config = config
         self.body = EncoderStack(config)
         self.output_projection = nn.Linear(config.d_model, config.vocab_size)
-        _init(self, config.d_model)
+        init_weights(self, config.d_model)
         self.output_projection.weight = self.body.embeddings.tokens.weight
 
     def forward(self, tokens: Tensor, where: Tensor | None = None) -> Tensor:
@@ -82,7 +72,9 @@ def mask_tokens(tokens: Tensor, mask_id: int, vocab_size: int, special: Tensor, 
     chosen = (chance < rate) & ~torch.isin(tokens, special)
     labels = torch.where(chosen, tokens, torch.full_like(tokens, ignore))
     how = torch.rand(tokens.shape, generator=generator, device=tokens.device)
-    random_tokens = torch.randint(len(special), vocab_size, tokens.shape, generator=generator, device=tokens.device)
+    ordinary = torch.arange(vocab_size, device=tokens.device)
+    ordinary = ordinary[~torch.isin(ordinary, special.to(tokens.device))]  # a random token is never a special one
+    random_tokens = ordinary[torch.randint(len(ordinary), tokens.shape, generator=generator, device=tokens.device)]
     inputs = torch.where(chosen & (how < 0.8), torch.full_like(tokens, mask_id), tokens)
     inputs = torch.where(chosen & (how >= 0.8) & (how < 0.9), random_tokens, inputs)
     return inputs, labels
@@ -99,7 +91,7 @@ class EncoderClassifier(nn.Module):
         self.pooler = nn.Linear(config.d_model, config.d_model)
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.d_model, n_labels)
-        _init(self, config.d_model)
+        init_weights(self, config.d_model)
 
     def forward(self, tokens: Tensor, record: AttentionMaps | None = None) -> Tensor:
         """tokens [B, S] beginning with [CLS] (bos_id) -> logits [B, labels]."""
@@ -118,12 +110,12 @@ class LanguageModel(nn.Module):
         self.embeddings = Embeddings(nn.Embedding(config.vocab_size, config.d_model), config)
         self.decoder = Decoder(config, cross_attention=False)
         self.output_projection = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        _init(self, config.d_model)
+        init_weights(self, config.d_model)
         self.output_projection.weight = self.embeddings.tokens.weight
 
     @property
     def position_limit(self) -> int | None:
-        return self.config.max_positions if self.config.positional_encoding == "learned" else None
+        return position_limit(self.config)
 
     def new_cache(self) -> DecoderCache:
         return DecoderCache(cross=[], memory_mask=None, beams=1, dtype=cache_dtype(self.output_projection.weight))
@@ -143,6 +135,11 @@ class ImageShape:
     size: int = 8
     patch: int = 2
     channels: int = 1
+
+    def __post_init__(self) -> None:
+        if not all(isinstance(v, int) and v >= 1 for v in (self.size, self.patch, self.channels)) \
+                or self.size % self.patch:
+            raise ValueError(f"{self}: sizes must be positive integers, the image a whole number of patches")
 
     @property
     def patches(self) -> int:
@@ -165,7 +162,7 @@ class VisionTransformer(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.encoder = Encoder(config)
         self.head = nn.Linear(config.d_model, n_classes)
-        _init(self, config.d_model)
+        init_weights(self, config.d_model)
         nn.init.normal_(self.class_token, std=0.02)
 
     def patchify(self, images: Tensor) -> Tensor:

@@ -427,6 +427,26 @@ class Decoder(nn.Module):
         return self.final_norm(x)
 
 
+def init_weights(module: nn.Module, d_model: int) -> None:
+    """Xavier-uniform projections, zero biases; then embeddings N(0, d^-1/2), so that
+    embedding * sqrt(d_model) has unit variance. Embeddings last: with sharing, the output
+    projection is the embedding matrix and must keep the embedding's initialisation."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    for m in module.modules():
+        if isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=d_model ** -0.5)
+
+
+def position_limit(config: ModelConfig) -> int | None:
+    """How many positions a sequence may have: learned positions stop at max_positions;
+    sinusoids have no limit (None)."""
+    return config.max_positions if config.positional_encoding == "learned" else None
+
+
 class Transformer(nn.Module):
     """Figure 1: encoder-decoder with shared embeddings and a linear + softmax output (§3.4).
 
@@ -448,26 +468,11 @@ class Transformer(nn.Module):
         self.output_projection = nn.Linear(config.d_model, config.vocab_size, bias=config.output_bias)
         if config.share_embeddings:
             self.output_projection.weight = target_tokens.weight
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # Xavier-uniform projections, zero biases; then embeddings N(0, d^-1/2), so that
-        # embedding * sqrt(d_model) has unit variance. Embeddings last: with sharing, the output
-        # projection is the embedding matrix and must keep the embedding's initialisation.
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-        for module in self.modules():
-            if isinstance(module, nn.Embedding):
-                nn.init.normal_(module.weight, mean=0.0, std=self.config.d_model ** -0.5)
+        init_weights(self, config.d_model)
 
     @property
     def position_limit(self) -> int | None:
-        """How many positions a sequence may have: learned positions stop at max_positions;
-        sinusoids have no limit (None)."""
-        return self.config.max_positions if self.config.positional_encoding == "learned" else None
+        return position_limit(self.config)
 
     def encode(self, src: Tensor, record: AttentionMaps | None = None) -> Tensor:
         """src [B, S] -> memory [B, S, d] (the encoder output)."""

@@ -326,6 +326,8 @@ def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, max_wait_m
     name = Path(checkpoint).resolve().name
     kind = kind_of(path)
     if kind == CLASSIFIER:
+        if bf16 or int8:
+            raise InputError(f"{path}: --bf16 and --int8 are for translators; a classifier is served in float32")
         app = create_classifier_app(TextClassifier.from_checkpoint(path, device), name, str(path), limits)
     elif kind == TRANSLATOR:
         translator = Translator.from_checkpoint(path, device=device, bf16=bf16, int8=int8)

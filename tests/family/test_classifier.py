@@ -99,8 +99,25 @@ def test_classify_over_http(classifier_run: Path, launch) -> None:
         process.wait(timeout=60)
 
 
-def test_bad_labelled_files_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "bad.tsv").write_text("sentence\tlabel\ngood movie\t1\nno label here\n")
-    assert main(["train-classifier", "--train", str(tmp_path / "bad.tsv"), "--out", str(tmp_path / "run"),
-                 *TINY, "--max-steps", "1"]) == 2
-    assert "bad.tsv, line 3" in capsys.readouterr().err and not (tmp_path / "run").exists()
+BAD_TRAINING = [  # (file text, extra arguments, what the one line of stderr names)
+    ("sentence\tlabel\ngood movie\t1\nno label here\n", [], "bad.tsv, line 3"),
+    ("good movie\t1\nbad movie\t0\n", [], "bad.tsv, line 1"),  # no header
+    ("index\tsentence\n1\tgood movie\n", [], "bad.tsv, line 1"),  # SST-2's test.tsv: no labels
+    ("sentence\tlabel\ngood movie\t1\ngreat movie\t1\n", [], "1 label"),
+    ("sentence\tlabel\ngood movie\t1\nbad movie\t0\n", ["--label-names", "NEG,NEG"], "--label-names"),
+    ("sentence\tlabel\ngood movie\t1\nbad movie\t0\n", ["--vocab-size", "5"], "--vocab-size"),
+    ("sentence\tlabel\n" + "a very long and good movie\t1\n" * 20 + "bad\t0\n", ["--batch-tokens", "3"],
+     "--batch-tokens"),
+]
+
+
+@pytest.mark.parametrize("text, extra, named", BAD_TRAINING)
+def test_bad_training_input_is_named(text: str, extra: list[str], named: str, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "bad.tsv").write_text(text)
+    arguments = ["train-classifier", "--train", str(tmp_path / "bad.tsv"), "--out", str(tmp_path / "run"), *TINY,
+                 "--max-steps", "1", *extra]
+    assert main(arguments) == 2
+    err = capsys.readouterr().err.strip()
+    assert named in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

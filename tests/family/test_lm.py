@@ -43,3 +43,27 @@ def test_the_cli_generates(lm_run: Path, capsys: pytest.CaptureFixture[str]) -> 
                  "--n", "2", "--top-p", "0.9"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and all(line.startswith("twenty") for line in lines)
+
+
+def test_sampling_without_a_seed_differs_from_run_to_run(lm_run: Path) -> None:
+    generator = TextGenerator.from_checkpoint(lm_run)
+    runs = {tuple(generator.generate_ids([], 20, Sampling(2.0))) for _ in range(6)}
+    assert len(runs) > 1
+
+
+@pytest.mark.parametrize("arguments, named", [
+    (["--prompt", "seven " * 200], "--prompt"),
+    (["--prompt", "seven", "--n", "2"], "--n 2 without --sample"),
+    (["--prompt", "seven", "--device", "cuda:7"], "cuda"),
+])
+def test_bad_generate_arguments_are_named(lm_run: Path, arguments: list[str], named: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "--checkpoint", str(lm_run), *arguments]) == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err
+
+
+def test_translator_verbs_name_a_language_model_checkpoint(lm_run: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["attention", "--checkpoint", str(lm_run), "--src", "seven", "--out", str(tmp_path / "a.png")]) == 2
+    assert "a language-model checkpoint" in capsys.readouterr().err

@@ -85,3 +85,12 @@ def test_masking_is_berts_15_percent_with_80_10_10() -> None:
     masked = (inputs[chosen] == 4).float().mean().item()
     kept = (inputs[chosen] == tokens[chosen]).float().mean().item()
     assert abs(masked - 0.8) < 0.02 and abs(kept - 0.1 - 0.1 / 56) < 0.02
+
+
+def test_a_random_replacement_is_never_a_special_token() -> None:
+    special = torch.tensor([0, 1, 2, 3, 9])  # <mask> at 9: special ids need not be 0..4
+    tokens = torch.randint(10, 20, (200, 50))
+    inputs, labels = mask_tokens(tokens, mask_id=9, vocab_size=20, special=special,
+                                 generator=torch.Generator().manual_seed(0))
+    replaced = (labels != -100) & (inputs != 9) & (inputs != tokens)
+    assert replaced.sum() > 50 and not torch.isin(inputs[replaced], special).any()
