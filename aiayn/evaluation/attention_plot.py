@@ -1,6 +1,7 @@
 """Attention maps as pictures: which output token looked at which input token (§3.2, Figures 3-5)."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -34,10 +35,29 @@ def _maps(result: AttentionResult, kind: str) -> tuple[list[torch.Tensor], list[
     raise ValueError(f"attention kind must be one of {', '.join(KINDS)}, got {kind!r}")
 
 
+# Fonts with Hangul, kana and CJK ideographs, tried in this order for the glyphs DejaVu Sans lacks.
+CJK_FONT_FILES = ("NanumGothic.ttf", "NotoSansCJK-Regular.ttc", "NotoSansCJKkr-Regular.otf", "UnDotum.ttf")
+
+
+@functools.cache
+def _label_fonts() -> tuple[str, ...]:
+    """DejaVu Sans, then any CJK font installed on the system (added to matplotlib's list, whose
+    cache does not see fonts installed after it was built), so Korean subwords draw as text."""
+    from matplotlib import font_manager
+
+    families = ["DejaVu Sans"]
+    for path in sorted(font_manager.findSystemFonts(), key=lambda p: Path(p).name):
+        if Path(path).name in CJK_FONT_FILES:
+            font_manager.fontManager.addfont(path)
+            families.append(font_manager.FontProperties(fname=path).get_name())
+    return tuple(dict.fromkeys(families))
+
+
 def _heatmap(axis, weights: torch.Tensor, rows: list[str], columns: list[str], title: str) -> None:
     axis.imshow(weights.numpy(), cmap="viridis", vmin=0.0, vmax=float(weights.max()), aspect="auto")
-    axis.set_xticks(range(len(columns)), columns, rotation=90, fontsize=8)
-    axis.set_yticks(range(len(rows)), rows, fontsize=8)
+    fonts = list(_label_fonts()) if any(ord(c) > 0x2E7F for label in rows + columns for c in label) else None
+    axis.set_xticks(range(len(columns)), columns, rotation=90, fontsize=8, fontfamily=fonts)
+    axis.set_yticks(range(len(rows)), rows, fontsize=8, fontfamily=fonts)
     axis.set_title(title, fontsize=9)
 
 

@@ -30,3 +30,25 @@ for module in pkgutil.walk_packages(aiayn.__path__, "aiayn."):
         importlib.import_module(module.name)
 """
     subprocess.run([sys.executable, "-c", script], check=True)
+
+
+def test_hangul_labels_are_drawn_with_an_installed_cjk_font(tmp_path) -> None:
+    import warnings
+
+    from matplotlib import font_manager
+    from matplotlib.figure import Figure
+
+    import torch
+    from aiayn.evaluation.attention_plot import CJK_FONT_FILES, _heatmap, _label_fonts
+
+    fonts = _label_fonts()
+    installed = any(p.endswith(CJK_FONT_FILES) for p in font_manager.findSystemFonts())
+    assert fonts[0] == "DejaVu Sans" and (len(fonts) > 1) == installed
+    axis = Figure().subplots()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _heatmap(axis, torch.rand(2, 3), ["▁I", "▁am"], ["▁나는", "▁학생", "입니다"], "cross")
+        axis.figure.savefig(tmp_path / "hangul.png")
+    missing = [w for w in caught if "missing from font" in str(w.message)]
+    assert (tmp_path / "hangul.png").stat().st_size > 0
+    assert not missing or not installed  # with a CJK font on the system, every glyph has a font
