@@ -74,6 +74,8 @@ def fairseq_preprocess(data: Path, src: Path, tgt: Path, work: Path, workers: in
                 out.writelines(" ".join(p) + "\n" for p in sp.encode([line.rstrip("\n") for line in lines], out_type=str,
                                                                      num_threads=workers))
     encode_seconds = time.perf_counter() - started
+    # fairseq refuses to write over its output of an earlier run of this bench
+    shutil.rmtree(work / "bin", ignore_errors=True)
     seconds, rss = run([str(FAIRSEQ), "--source-lang", "de", "--target-lang", "en", "--trainpref", str(work / "train"),
                         "--destdir", str(work / "bin"), "--joined-dictionary", "--workers", str(workers)],
                        work / "fairseq-preprocess.log")
