@@ -27,15 +27,18 @@ FAIRSEQ = ROOT / "bench" / ".peers" / ".venv" / "bin" / "fairseq-preprocess"
 
 
 def run(command: list[str], log: Path) -> tuple[float, float]:
-    """Run a command to completion; returns (seconds, peak RSS in MiB) of that process alone."""
+    """Run a command to completion; returns (seconds, peak RSS in MiB) of that process and the
+    children it waited for. GNU time measures it: a child forked from this (large) process would
+    report this process's RSS at the fork as its own peak."""
+    peak = log.with_suffix(".maxrss")
     started = time.perf_counter()
     with open(log, "w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "2"})
-        _, status, usage = os.wait4(process.pid, 0)
+        status = subprocess.call(["/usr/bin/time", "-f", "%M", "-o", str(peak), *command], stdout=out,
+                                 stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "2"})
     seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
+    if status != 0:
         raise SystemExit(f"{' '.join(command)} failed: see {log}")
-    return seconds, usage.ru_maxrss / 1024  # Linux reports KiB
+    return seconds, int(peak.read_text().split()[-1]) / 1024  # GNU time reports KiB
 
 
 def build_corpus(size: int, folder: Path, seed: int = 1) -> tuple[Path, Path]:
