@@ -14,9 +14,11 @@ under `checkpoints/`.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -215,19 +217,37 @@ def resolve_checkpoint(path: str | Path, announce: bool = False) -> Path:
                           f"checkpoints/{BEST_DIR} and checkpoints/step_*)")
 
 
+def mean_state(states: Iterable[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """§6.1's average: the element-wise mean of state dicts, summed in float64 and returned in the
+    first one's dtypes. The states are read one at a time, so each may be loaded as it is needed."""
+    total, dtypes, count = None, None, 0
+    for state in states:
+        if total is None:
+            total = {k: v.double().clone() for k, v in state.items()}
+            dtypes = {k: v.dtype for k, v in state.items()}
+        else:
+            for k, v in state.items():
+                total[k] += v.double()
+        count += 1
+    if total is None:
+        raise ValueError("no states to average")
+    return {k: (v / count).to(dtypes[k]) for k, v in total.items()}
+
+
 def average_checkpoints(paths: list[Path], out: Path) -> Path:
     """§6.1: a model whose weights are the mean of several checkpoints' weights."""
     if not paths:
         raise CheckpointError("no checkpoints to average")
     model, tokenizer, config = load_checkpoint(paths[0])
-    total = {k: v.double().clone() for k, v in model.state_dict().items()}
-    for path in paths[1:]:
-        other, _, other_config = load_checkpoint(path)
-        if other_config["model"] != config["model"]:
-            raise CheckpointError(f"{path}: model config differs from {paths[0]}; cannot average")
-        for k, v in other.state_dict().items():
-            total[k] += v.double()
-    model.load_state_dict({k: (v / len(paths)).to(model.state_dict()[k].dtype) for k, v in total.items()})
+
+    def others() -> Iterator[dict[str, torch.Tensor]]:
+        for path in paths[1:]:
+            other, _, other_config = load_checkpoint(path)
+            if other_config["model"] != config["model"]:
+                raise CheckpointError(f"{path}: model config differs from {paths[0]}; cannot average")
+            yield other.state_dict()
+
+    model.load_state_dict(mean_state(itertools.chain([model.state_dict()], others())))
     extra = {k: v for k, v in config.items() if k not in ("model", "step", "valid_bleu")}
     extra["averaged_from"] = [str(p) for p in paths]
     steps = [step_of(p) for p in paths if STEP_DIR.match(p.name)]

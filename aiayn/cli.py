@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aiayn.errors import InputError
-from aiayn.model.config import ModelConfig
+from aiayn.model.config import POOLINGS, ModelConfig
 
 
 class _Parser(argparse.ArgumentParser):
@@ -289,7 +289,7 @@ def _family_schedule(args: argparse.Namespace):
 
     return Schedule(max_steps=args.max_steps, time_budget_s=args.time_budget * 60 if args.time_budget else None,
                     warmup_steps=args.warmup, lr_scale=args.lr_scale, eval_every=args.eval_every,
-                    log_every=args.log_every, bf16=args.bf16, seed=args.seed)
+                    average_last=getattr(args, "average_last", 1), log_every=args.log_every, bf16=args.bf16, seed=args.seed)
 
 
 def _family_config(args: argparse.Namespace, **defaults) -> ModelConfig:
@@ -315,7 +315,8 @@ def _train_classifier(args: argparse.Namespace) -> int:
     train, valid = read_labelled(args.train), read_labelled(args.valid) if args.valid else None
     names = [name.strip() for name in args.label_names.split(",")] if args.label_names else None
     _, accuracy = train_classifier(train, valid, Path(args.out), config, schedule, args.init, names, args.vocab_size,
-                                   TextForm(args.max_length, args.lowercase), args.batch_tokens, args.overwrite)
+                                   TextForm(args.max_length, args.lowercase), args.batch_tokens, args.overwrite,
+                                   pooling=args.pooling)
     print(f"wrote {args.out}" + (f"; validation accuracy {100 * accuracy:.2f}%" if accuracy is not None else ""))
     return 0
 
@@ -487,8 +488,8 @@ def _add_sampling_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _add_family_arguments(p: argparse.ArgumentParser, preset: str | None, batch_tokens: int = 4000, text: bool = True,
-                          warmup: int = 400, lr_scale: float = 1.0) -> None:
-    """What every descendant's training takes (aiayn.family.loop)."""
+                          warmup: int = 400, lr_scale: float = 1.0, validates: bool = True) -> None:
+    """What every descendant's training takes (aiayn.family.loop); `validates`: the verb can validate."""
     p.add_argument("--out", required=True, help="checkpoint folder to write (new or empty; --overwrite replaces one)")
     p.add_argument("--overwrite", action="store_true")
     if preset is not None:  # the ViT has one size of its own
@@ -503,6 +504,10 @@ def _add_family_arguments(p: argparse.ArgumentParser, preset: str | None, batch_
     p.add_argument("--warmup", type=POSITIVE, default=warmup)
     p.add_argument("--lr-scale", type=number(float, above=0.0), default=lr_scale)
     p.add_argument("--eval-every", type=POSITIVE, default=200)
+    if validates:
+        p.add_argument("--average-last", type=POSITIVE, default=1,
+                       help="validate the mean of the last N validated states (§6.1's checkpoint averaging); "
+                       "the best mean is kept")
     p.add_argument("--log-every", type=POSITIVE, default=20)
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     p.add_argument("--seed", type=SEED, default=1)
@@ -598,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("pretrain-mlm", help="pre-train an encoder as BERT does: masked-language modelling")
     p.add_argument("--text", nargs="+", required=True, help="plain or .gz text, one sentence a line (.tsv: column 1)")
     p.add_argument("--lowercase", action="store_true", help="lowercase all text (as GLUE's SST-2 is)")
-    _add_family_arguments(p, preset="small", batch_tokens=4000)
+    _add_family_arguments(p, preset="small", batch_tokens=4000, validates=False)
     p.set_defaults(run=_pretrain_mlm)
 
     p = verbs.add_parser("train-classifier", help="train a sentence classifier: the encoder, BERT's way")
@@ -609,6 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-names", help="names for the labels in sorted order, e.g. NEGATIVE,POSITIVE for 0,1")
     p.add_argument("--lowercase", action="store_true",
                    help="lowercase the text, in training and in use (with --init: as the pre-training did)")
+    p.add_argument("--pooling", choices=POOLINGS, default="cls",
+                   help="the sentence's vector: the [CLS] output (BERT's) or the mean output over its tokens")
     _add_family_arguments(p, preset="small", batch_tokens=4000)
     p.set_defaults(run=_train_classifier)
 

@@ -25,6 +25,7 @@ from aiayn.family.loop import Outcome, Schedule, fit, length_batches
 from aiayn.family.store import config_field, device_of, learn_tokenizer, load_weights, open_checkpoint, text_tokenizer
 from aiayn.files import check_output_dir
 from aiayn.model import ModelConfig
+from aiayn.model.config import POOLINGS, Pooling
 from aiayn.model.family import EncoderClassifier, MaskedLanguageModel, mask_tokens
 
 CLASSIFIER, MASKED_LM = "classifier", "masked-lm"
@@ -130,7 +131,11 @@ class TextClassifier:
         labels = config_field(config, "labels", list, directory)
         if len(labels) < 2:
             raise checkpoint.CheckpointError(f"{directory / 'config.json'}: field 'labels' names fewer than 2 labels")
-        model = load_weights(EncoderClassifier(model_config, len(labels)), directory)
+        pooling = config.get("pooling", "cls")  # checkpoints from before the choice used [CLS]
+        if pooling not in POOLINGS:
+            raise checkpoint.CheckpointError(f"{directory / 'config.json'}: field 'pooling' is not one of "
+                                             f"{', '.join(POOLINGS)}")
+        model = load_weights(EncoderClassifier(model_config, len(labels), pooling), directory)
         return cls(model.to(device), tokenizer, [str(label) for label in labels], TextForm.of(config, directory))
 
     @torch.inference_mode()
@@ -184,11 +189,14 @@ def pretrain_mlm(texts: list[str], out: Path, model_config: ModelConfig, schedul
 def train_classifier(train: tuple[list[str], list[str]], valid: tuple[list[str], list[str]] | None, out: Path,
                      model_config: ModelConfig, schedule: Schedule, init: str | Path | None = None,
                      label_names: list[str] | None = None, vocab_size: int = 8000, form: TextForm = TextForm(),
-                     batch_tokens: int = 4000, overwrite: bool = False) -> tuple[Outcome, float | None]:
+                     batch_tokens: int = 4000, overwrite: bool = False,
+                     pooling: Pooling = "cls") -> tuple[Outcome, float | None]:
     """Fine-tune (from a `masked-lm` checkpoint `init`, whose vocabulary and text form it keeps)
-    or train from scratch on labelled sentences; the state with the best validation accuracy is
-    written at `out`."""
+    or train from scratch on labelled sentences, classifying the `pooling` vector (model.family.
+    EncoderClassifier); the state with the best validation accuracy is written at `out`."""
     check_output_dir(out, "checkpoint", checkpoint.is_checkpoint, overwrite)
+    if pooling not in POOLINGS:
+        raise InputError(f"pooling {pooling!r}: one of {', '.join(POOLINGS)}")
     texts, labels = train
     names = sorted(set(labels))
     if len(names) < 2:
@@ -211,7 +219,7 @@ def train_classifier(train: tuple[list[str], list[str]], valid: tuple[list[str],
                                     schedule.seed, (MASK,))
         config = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, n_decoder_layers=0)
     torch.manual_seed(schedule.seed)
-    model = EncoderClassifier(config, len(names))
+    model = EncoderClassifier(config, len(names), pooling)
     if init is not None:
         pretrained = load_weights(MaskedLanguageModel(config), directory)
         model.body.load_state_dict(pretrained.body.state_dict())
@@ -230,7 +238,7 @@ def train_classifier(train: tuple[list[str], list[str]], valid: tuple[list[str],
     outcome = fit(model, length_batches(rows, batch_tokens, schedule.seed), loss_of, schedule,
                   accuracy if valid is not None else None)
     model.load_state_dict(outcome.best_state)
-    checkpoint.save_checkpoint(out, model, tokenizer, {"kind": CLASSIFIER, "labels": shown,
+    checkpoint.save_checkpoint(out, model, tokenizer, {"kind": CLASSIFIER, "labels": shown, "pooling": pooling,
                                                        "text_form": dataclasses.asdict(form),
                                                        "valid_accuracy": outcome.best_score, "history": outcome.history,
                                                        "pretrained": str(init) if init else None})

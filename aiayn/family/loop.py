@@ -1,13 +1,15 @@
 """One training loop for the Transformer's descendants (aiayn.model.family): the paper's Adam
 (0.9, 0.98, 1e-9) and warm-up schedule (§5.3), bf16 autocast where asked, progress on stderr
 (loss, examples/s, ETA), a stop after a number of steps or minutes, and an evaluation every
-`eval_every` steps whose best state is the one kept."""
+`eval_every` steps whose best state is the one kept: the current weights, or the mean of the last
+few evaluated ones (§6.1's checkpoint averaging, which evens out the step-to-step noise of training)."""
 from __future__ import annotations
 
 import copy
 import math
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from aiayn.checkpoint import mean_state
 from aiayn.data.batching import TokenBatches
 from aiayn.errors import InputError, TrainingDiverged
 from aiayn.runtime import keep_freed_memory
@@ -30,6 +33,7 @@ class Schedule:
     warmup_steps: int = 400
     lr_scale: float = 1.0
     eval_every: int = 200
+    average_last: int = 1  # evaluate the mean of the last N evaluated states (§6.1); 1: the current state alone
     log_every: int = 20
     bf16: bool = False
     seed: int = 1
@@ -37,7 +41,7 @@ class Schedule:
     def __post_init__(self) -> None:
         if not (self.max_steps or self.time_budget_s):
             raise InputError("no stopping rule: give --max-steps or --time-budget")
-        for name in ("warmup_steps", "eval_every", "log_every"):
+        for name in ("warmup_steps", "eval_every", "average_last", "log_every"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.lr_scale > 0:
@@ -58,10 +62,12 @@ def fit(model: nn.Module, batches: Iterator[Any], loss_of: Callable[[nn.Module, 
     """Train `model` on `batches` until the schedule's stopping rule holds. `loss_of(model, batch)`
     gives the summed loss of a batch and how many items it holds (the loss is averaged over them);
     `evaluate(model)` a score, higher is better."""
+    if evaluate is None and schedule.average_last > 1:
+        raise InputError(f"--average-last {schedule.average_last}: nothing is validated to average (give --valid)")
     keep_freed_memory()
-    device = next(model.parameters()).device
     optimizer = torch.optim.Adam(model.parameters(), lr=0.0, betas=(0.9, 0.98), eps=1e-9, fused=True)
     best_state, best_score, history = copy.deepcopy(model.state_dict()), None, []
+    recent: deque[dict[str, Tensor]] = deque(maxlen=schedule.average_last)
     steps, seconds, window_loss, window_items, window_seconds = 0, 0.0, 0.0, 0, 0.0
     total = schedule.max_steps or math.inf
     bar = tqdm(total=1000, file=sys.stderr, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30,
@@ -89,20 +95,36 @@ def fit(model: nn.Module, batches: Iterator[Any], loss_of: Callable[[nn.Module, 
                                     refresh=False)
                 window_loss, window_items, window_seconds = 0.0, 0, 0.0
             if evaluate is not None and (steps % schedule.eval_every == 0 or done()):
-                model.eval()
-                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=schedule.bf16):
-                    score = evaluate(model)
-                model.train()
-                history.append({"step": steps, "score": score, "train_seconds": seconds})
-                tqdm.write(f"step {steps}: {score:.4f}", file=sys.stderr)
+                recent.append(copy.deepcopy(model.state_dict()))  # deepcopy keeps tied weights tied
+                candidate = recent[0] if len(recent) == 1 else mean_state(recent)
+                score = _score(model, candidate, recent[-1], evaluate, schedule.bf16)
+                history.append({"step": steps, "score": score, "averaged": len(recent), "train_seconds": seconds})
+                tqdm.write(f"step {steps}: {score:.4f}" + (f" (mean of the last {len(recent)} states)"
+                                                           if len(recent) > 1 else ""), file=sys.stderr)
                 if best_score is None or score > best_score:
-                    best_state, best_score = copy.deepcopy(model.state_dict()), score
+                    best_state, best_score = candidate, score
     finally:
         bar.close()
     if evaluate is None:
         best_state = copy.deepcopy(model.state_dict())
     model.eval()
     return Outcome(best_state, best_score, steps, seconds, history)
+
+
+def _score(model: nn.Module, candidate: dict[str, Tensor], current: dict[str, Tensor],
+           evaluate: Callable[[nn.Module], float], bf16: bool) -> float:
+    """`evaluate` on the weights `candidate`, then the model back in training with its `current` weights."""
+    if candidate is not current:
+        model.load_state_dict(candidate)
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            return evaluate(model)
+    finally:
+        if candidate is not current:
+            model.load_state_dict(current)
+        model.train()
 
 
 def _update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Any,

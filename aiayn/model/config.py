@@ -11,6 +11,8 @@ PositionalEncoding = Literal["sinusoidal", "learned"]
 NormPlacement = Literal["post", "pre"]
 Activation = Literal["relu", "swish", "gelu"]
 ACTIVATIONS = get_args(Activation)
+Pooling = Literal["cls", "mean"]  # how a classifier sums a sentence up (model.family.EncoderClassifier)
+POOLINGS = get_args(Pooling)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """The Transformer's descendants, each built from the same classes as the translator (§3): the
 embeddings (§3.4, §3.5), the encoder stack and the decoder stack with their layers.
 
-    EncoderClassifier    BERT (Devlin et al. 2019): the encoder alone, a [CLS] position pooled
-                         and classified; MaskedLanguageModel is its pre-training (§3.1 of BERT)
+    EncoderClassifier    BERT (Devlin et al. 2019): the encoder alone, its [CLS] output (or its mean
+                         output) pooled and classified; MaskedLanguageModel is its pre-training (§3.1 of BERT)
     LanguageModel        GPT (Radford et al. 2018): the decoder alone, without cross-attention
     VisionTransformer    ViT (Dosovitskiy et al. 2021): the encoder over an image's patches,
                          with a class token and learned positions
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from aiayn.model.config import ModelConfig
+from aiayn.model.config import POOLINGS, ModelConfig, Pooling
 from aiayn.model.transformer import (
     AttentionMaps,
     Decoder,
@@ -81,12 +81,16 @@ def mask_tokens(tokens: Tensor, mask_id: int, vocab_size: int, special: Tensor, 
 
 
 class EncoderClassifier(nn.Module):
-    """BERT fine-tuned: [CLS] + sentence through the encoder; the [CLS] output through a tanh pooler
-    to one score per label. Its `body` loads from a MaskedLanguageModel's."""
+    """BERT fine-tuned: [CLS] + sentence through the encoder; the sentence's vector through a tanh
+    pooler to one score per label. The vector is the [CLS] output (`pooling="cls"`, BERT's), or the
+    mean output over the real positions, [CLS] included (`"mean"`): masked-language modelling alone
+    puts no loss on the [CLS] output, the mean gives fine-tuning a summary from its first step. Its `body` loads from a MaskedLanguageModel's."""
 
-    def __init__(self, config: ModelConfig, n_labels: int):
+    def __init__(self, config: ModelConfig, n_labels: int, pooling: Pooling = "cls"):
         super().__init__()
-        self.config = config
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling {pooling!r}: one of {', '.join(POOLINGS)}")
+        self.config, self.pooling = config, pooling
         self.body = EncoderStack(config)
         self.pooler = nn.Linear(config.d_model, config.d_model)
         self.dropout = nn.Dropout(config.dropout)
@@ -95,8 +99,14 @@ class EncoderClassifier(nn.Module):
 
     def forward(self, tokens: Tensor, record: AttentionMaps | None = None) -> Tensor:
         """tokens [B, S] beginning with [CLS] (bos_id) -> logits [B, labels]."""
-        cls = self.body(tokens, record)[:, 0]
-        return self.head(self.dropout(torch.tanh(self.pooler(cls))))
+        hidden = self.body(tokens, record)
+        if self.pooling == "cls":
+            sentence = hidden[:, 0]
+        else:
+            real = (tokens != self.config.pad_id).unsqueeze(-1).to(hidden.dtype)
+            count = real.sum(dim=1).clamp_min(1)  # a row of padding alone stays finite
+            sentence = (hidden * real).sum(dim=1) / count
+        return self.head(self.dropout(torch.tanh(self.pooler(sentence))))
 
 
 class LanguageModel(nn.Module):

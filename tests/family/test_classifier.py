@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 
 from aiayn import pipeline
 from aiayn.cli import main
+from aiayn.family.classifier import TextClassifier
 from aiayn.errors import InputError
 
 NOTES = ["I love this product! It's amazing and works perfectly.",
@@ -52,7 +54,8 @@ def classifier_run(data, tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert main(["pretrain-mlm", "--text", str(data["train"]), "--out", str(mlm), *TINY, "--max-steps", "40"]) == 0
     run = tmp_path_factory.mktemp("classifier") / "run"
     assert main(["train-classifier", "--train", str(data["train"]), "--valid", str(data["dev"]), "--init", str(mlm),
-                 "--label-names", "NEGATIVE,POSITIVE", "--out", str(run), *TINY, "--max-steps", "300", "--lr-scale", "0.3"]) == 0
+                 "--label-names", "NEGATIVE,POSITIVE", "--pooling", "mean", "--out", str(run), *TINY, "--max-steps", "300",
+                 "--lr-scale", "0.3"]) == 0
     return run
 
 
@@ -66,6 +69,27 @@ def test_the_pipeline_answers_as_in_the_notes(classifier_run: Path) -> None:
     config = json.loads((classifier_run / "config.json").read_text())
     assert config["kind"] == "classifier" and config["labels"] == ["NEGATIVE", "POSITIVE"]
     assert config["valid_accuracy"] > 0.8
+    assert config["pooling"] == "mean" and classifier.classifier.model.pooling == "mean"
+
+
+def test_a_checkpoint_with_an_unknown_pooling_is_named(classifier_run: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(classifier_run, broken)
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "pooling": "max"}))
+    assert main(["classify", "--checkpoint", str(broken), "a movie"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "config.json" in error and "'pooling'" in error
+
+
+def test_a_checkpoint_from_before_the_pooling_choice_reads_cls(classifier_run: Path, tmp_path: Path) -> None:
+    older = tmp_path / "older"
+    shutil.copytree(classifier_run, older)
+    config = json.loads((older / "config.json").read_text())
+    del config["pooling"]
+    (older / "config.json").write_text(json.dumps(config))
+    assert TextClassifier.from_checkpoint(older).model.pooling == "cls"
 
 
 def test_without_a_model_the_pipeline_says_how_to_train_one() -> None:

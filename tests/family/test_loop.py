@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from aiayn.errors import TrainingDiverged
+from aiayn.errors import InputError, TrainingDiverged
 from aiayn.family.loop import Schedule, fit, forever
 
 
@@ -28,3 +28,48 @@ def test_a_non_finite_loss_or_gradient_stops_the_run(poison: str) -> None:
     with pytest.raises(TrainingDiverged, match="at step 4"):
         fit(model, forever(lambda e: [0, 1, 2, 3]), loss_of, Schedule(max_steps=10, warmup_steps=1))
     assert not torch.equal(model.weight, weight) and torch.isfinite(model.weight).all()
+
+
+def test_averaging_scores_and_keeps_the_mean_of_the_last_states_and_trains_on_unchanged() -> None:
+    def run(average_last: int) -> tuple[nn.Module, list[torch.Tensor], list[torch.Tensor], object]:
+        torch.manual_seed(0)
+        model = nn.Linear(3, 1)
+        model.config = SimpleNamespace(d_model=3)
+        seen, evaluated = [], []
+
+        def loss_of(net: nn.Module, step: int) -> tuple[torch.Tensor, int]:
+            return ((net(torch.full((1, 3), float(step))) - 1.0) ** 2).sum(), 1
+
+        def evaluate(net: nn.Module) -> float:
+            evaluated.append(net.weight.detach().clone())
+            return -float(net.weight.sum())  # prefers the smallest weights: an early state, or a mean
+
+        def record(net: nn.Module, step: int) -> tuple[torch.Tensor, int]:
+            seen.append(net.weight.detach().clone())
+            return loss_of(net, step)
+
+        outcome = fit(model, forever(lambda e: [1, 2, 3]), record, Schedule(max_steps=12, warmup_steps=2, eval_every=2,
+                                                                            average_last=average_last), evaluate)
+        return model, seen, evaluated, outcome
+
+    plain_model, plain_seen, plain_scored, _ = run(1)
+    model, seen, scored, outcome = run(3)
+    # Evaluating an average does not disturb training: every step sees the weights it would have seen.
+    assert len(seen) == len(plain_seen) == 12
+    assert all(torch.equal(a, b) for a, b in zip(plain_seen, seen)) and torch.equal(plain_model.weight, model.weight)
+    states = plain_scored  # the weights at steps 2, 4, ..., 12
+    for k in range(len(states)):
+        window = states[max(0, k - 2):k + 1]
+        assert torch.allclose(scored[k], torch.stack(window).mean(dim=0), atol=1e-6)
+    best = max(range(len(scored)), key=lambda k: -float(scored[k].sum()))
+    assert best > 0  # an average, not a state that was current when scored
+    assert torch.allclose(outcome.best_state["weight"], scored[best], atol=1e-6)
+    assert [h["averaged"] for h in outcome.history if "score" in h] == [1, 2, 3, 3, 3, 3]
+
+
+def test_averaging_without_validation_is_refused() -> None:
+    model = nn.Linear(2, 1)
+    model.config = SimpleNamespace(d_model=2)
+    with pytest.raises(InputError, match="--average-last 3: nothing is validated"):
+        fit(model, forever(lambda e: [0]), lambda net, step: (net(torch.ones(1, 2)).sum(), 1),
+            Schedule(max_steps=2, average_last=3))

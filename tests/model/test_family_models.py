@@ -2,9 +2,11 @@
 parts do: padding changes nothing, cached generation equals uncached, patches are the image."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from aiayn.model import ModelConfig, Transformer
+from aiayn.model.config import POOLINGS
 from aiayn.model.family import (
     EncoderClassifier,
     ImageShape,
@@ -37,12 +39,29 @@ def test_the_descendants_are_made_of_the_translators_classes() -> None:
     assert lm.output_projection.weight is lm.embeddings.tokens.weight  # §3.4's sharing
 
 
-def test_padding_changes_no_classification() -> None:
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_padding_changes_no_classification(pooling: str) -> None:
     torch.manual_seed(0)
-    model = EncoderClassifier(CONFIG, 3).eval()
+    model = EncoderClassifier(CONFIG, 3, pooling).eval()
     sentence = torch.tensor([[1, 7, 8, 9]])
     padded = torch.tensor([[1, 7, 8, 9, 0, 0, 0], [1, 5, 6, 10, 11, 12, 13]])
     assert torch.allclose(model(sentence)[0], model(padded)[0], atol=1e-5)
+
+
+def test_mean_pooling_reads_every_token_and_cls_pooling_the_first() -> None:
+    torch.manual_seed(0)
+    cls, mean = EncoderClassifier(CONFIG, 2, "cls").eval(), EncoderClassifier(CONFIG, 2, "mean").eval()
+    mean.load_state_dict(cls.state_dict())
+    tokens = torch.tensor([[1, 7, 8, 9]])
+    hidden = cls.body(tokens)
+    by_hand = {"mean": hidden.mean(dim=1), "cls": hidden[:, 0]}
+    by_hand = {k: cls.head(torch.tanh(cls.pooler(v))) for k, v in by_hand.items()}
+    assert torch.allclose(mean(tokens), by_hand["mean"], atol=1e-6)
+    assert torch.allclose(cls(tokens), by_hand["cls"], atol=1e-6)
+    assert not torch.allclose(by_hand["cls"], by_hand["mean"], atol=1e-3)
+    assert torch.isfinite(mean(torch.tensor([[0, 0, 0]]))).all()  # a row of padding alone
+    with pytest.raises(ValueError, match="pooling"):
+        EncoderClassifier(CONFIG, 2, "max")
 
 
 def test_cached_generation_equals_the_full_pass() -> None:

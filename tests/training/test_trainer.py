@@ -136,7 +136,8 @@ def test_partial_and_corrupt_checkpoints(number_corpus, tmp_path: Path) -> None:
         checkpoint.load_checkpoint(broken)
 
 
-def test_average_is_the_mean_of_the_weights(number_corpus, tmp_path: Path) -> None:
+def test_average_is_the_mean_of_the_weights(number_corpus, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
     assert main(["train", "--out", str(run), *TINY_ARGS, *corpus_args(number_corpus), "--max-steps", "4",
                  "--save-every", "2"]) == 0
@@ -146,6 +147,12 @@ def test_average_is_the_mean_of_the_weights(number_corpus, tmp_path: Path) -> No
     for name, value in averaged.items():
         assert torch.allclose(value, (first[name] + second[name]) / 2, atol=1e-7)
     assert checkpoint.resolve_checkpoint(run) == run / "checkpoints" / "average"
+    later = checkpoint.step_checkpoints(run)[-1] / "config.json"
+    config = json.loads(later.read_text())
+    config["model"]["dropout"] = 0.5  # the same shapes, another model
+    later.write_text(json.dumps(config))
+    assert main(["average", str(run), "--last", "2", "--out", str(tmp_path / "mixed")]) == 2
+    assert "model config differs" in capsys.readouterr().err and not (tmp_path / "mixed").exists()
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(number_corpus, tmp_path: Path,
