@@ -287,6 +287,8 @@ def _image_attention(args: argparse.Namespace, out: Path) -> int:
 def _family_schedule(args: argparse.Namespace):
     from aiayn.family.loop import Schedule
 
+    if getattr(args, "average_last", 1) > 1 and getattr(args, "valid", "") is None:  # before any data is read
+        raise InputError(f"--average-last {args.average_last}: nothing is validated to average (give --valid)")
     return Schedule(max_steps=args.max_steps, time_budget_s=args.time_budget * 60 if args.time_budget else None,
                     warmup_steps=args.warmup, lr_scale=args.lr_scale, eval_every=args.eval_every,
                     average_last=getattr(args, "average_last", 1), log_every=args.log_every, bf16=args.bf16, seed=args.seed)

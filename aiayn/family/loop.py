@@ -26,6 +26,9 @@ from aiayn.runtime import keep_freed_memory
 from aiayn.training.schedule import learning_rate
 
 
+MOST_AVERAGED = 100  # --average-last keeps a copy of the model per averaged state
+
+
 @dataclass
 class Schedule:
     max_steps: int | None = None
@@ -44,6 +47,8 @@ class Schedule:
         for name in ("warmup_steps", "eval_every", "average_last", "log_every"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.average_last > MOST_AVERAGED:
+            raise InputError(f"average_last must be at most {MOST_AVERAGED}, got {self.average_last}")
         if not self.lr_scale > 0:
             raise InputError(f"lr_scale must be positive, got {self.lr_scale}")
 
@@ -114,11 +119,11 @@ def fit(model: nn.Module, batches: Iterator[Any], loss_of: Callable[[nn.Module, 
 def _score(model: nn.Module, candidate: dict[str, Tensor], current: dict[str, Tensor],
            evaluate: Callable[[nn.Module], float], bf16: bool) -> float:
     """`evaluate` on the weights `candidate`, then the model back in training with its `current` weights."""
-    if candidate is not current:
-        model.load_state_dict(candidate)
-    model.eval()
     device = next(model.parameters()).device
     try:
+        if candidate is not current:
+            model.load_state_dict(candidate)
+        model.eval()
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             return evaluate(model)
     finally:

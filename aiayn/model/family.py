@@ -84,7 +84,8 @@ class EncoderClassifier(nn.Module):
     """BERT fine-tuned: [CLS] + sentence through the encoder; the sentence's vector through a tanh
     pooler to one score per label. The vector is the [CLS] output (`pooling="cls"`, BERT's), or the
     mean output over the real positions, [CLS] included (`"mean"`): masked-language modelling alone
-    puts no loss on the [CLS] output, the mean gives fine-tuning a summary from its first step. Its `body` loads from a MaskedLanguageModel's."""
+    puts no loss on the [CLS] output, the mean gives fine-tuning a summary from its first step.
+    Its `body` loads from a MaskedLanguageModel's."""
 
     def __init__(self, config: ModelConfig, n_labels: int, pooling: Pooling = "cls"):
         super().__init__()

@@ -12,8 +12,8 @@ import pytest
 
 from aiayn import pipeline
 from aiayn.cli import main
-from aiayn.family.classifier import TextClassifier
 from aiayn.errors import InputError
+from aiayn.family.classifier import TextClassifier
 
 NOTES = ["I love this product! It's amazing and works perfectly.",
          "This is the worst experience I've ever had. Completely disappointed."]
@@ -132,6 +132,7 @@ BAD_TRAINING = [  # (file text, extra arguments, what the one line of stderr nam
     ("sentence\tlabel\ngood movie\t1\nbad movie\t0\n", ["--vocab-size", "5"], "--vocab-size"),
     ("sentence\tlabel\n" + "a very long and good movie\t1\n" * 20 + "bad\t0\n", ["--batch-tokens", "3"],
      "--batch-tokens"),
+    ("sentence\tlabel\ngood movie\t1\nbad movie\t0\n", ["--average-last", "3"], "--average-last 3"),  # no --valid
 ]
 
 
@@ -145,3 +146,12 @@ def test_bad_training_input_is_named(text: str, extra: list[str], named: str, tm
     err = capsys.readouterr().err.strip()
     assert named in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_pre_training_validates_nothing_so_takes_no_average(data, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["pretrain-mlm", "--text", str(data["train"]), "--out", str(tmp_path / "mlm"), *TINY, "--max-steps", "1",
+              "--average-last", "2"])
+    assert stop.value.code == 2 and "--average-last" in capsys.readouterr().err
+    assert not (tmp_path / "mlm").exists()

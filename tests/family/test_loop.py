@@ -73,3 +73,8 @@ def test_averaging_without_validation_is_refused() -> None:
     with pytest.raises(InputError, match="--average-last 3: nothing is validated"):
         fit(model, forever(lambda e: [0]), lambda net, step: (net(torch.ones(1, 2)).sum(), 1),
             Schedule(max_steps=2, average_last=3))
+
+
+def test_at_most_a_hundred_states_are_averaged() -> None:
+    with pytest.raises(InputError, match="at most 100"):
+        Schedule(max_steps=1, average_last=101)
