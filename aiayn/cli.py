@@ -291,7 +291,8 @@ def _family_schedule(args: argparse.Namespace):
         raise InputError(f"--average-last {args.average_last}: nothing is validated to average (give --valid)")
     return Schedule(max_steps=args.max_steps, time_budget_s=args.time_budget * 60 if args.time_budget else None,
                     warmup_steps=args.warmup, lr_scale=args.lr_scale, eval_every=args.eval_every,
-                    average_last=getattr(args, "average_last", 1), log_every=args.log_every, bf16=args.bf16, seed=args.seed)
+                    average_last=getattr(args, "average_last", 1), log_every=args.log_every, bf16=args.bf16,
+                    seed=args.seed)
 
 
 def _family_config(args: argparse.Namespace, **defaults) -> ModelConfig:
@@ -508,8 +509,8 @@ def _add_family_arguments(p: argparse.ArgumentParser, preset: str | None, batch_
     p.add_argument("--eval-every", type=POSITIVE, default=200)
     if validates:
         p.add_argument("--average-last", type=POSITIVE, default=1,
-                       help="validate the mean of the last N validated states (§6.1's checkpoint averaging); "
-                       "the best mean is kept")
+                       help="validate the mean of the last N (at most 100) validated states (§6.1's checkpoint "
+                       "averaging); the best mean is kept")
     p.add_argument("--log-every", type=POSITIVE, default=20)
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     p.add_argument("--seed", type=SEED, default=1)
