@@ -13,7 +13,6 @@ import argparse
 import gzip
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -21,9 +20,29 @@ from pathlib import Path
 
 import numpy as np
 
+from aiayn.files import remove_tree
+
 ROOT = Path(__file__).resolve().parents[1]
 TATOEBA = ROOT.parent / "shared" / "data" / "tatoeba-de-en"
 FAIRSEQ = ROOT / "bench" / ".peers" / ".venv" / "bin" / "fairseq-preprocess"
+MARK = ".aiayn-scale-bench"  # names a --work folder this bench made, whose contents it may delete
+
+
+def claim(work: Path) -> None:
+    """Work only in a folder this bench made: a new or empty one (then marked), or one it marked on an
+    earlier run. Each run deletes and rebuilds its own outputs there, to measure them afresh."""
+    if work.is_dir() and any(work.iterdir()) and not (work / MARK).is_file():
+        print(f"bench/scale.py: error: --work {work}: not empty and not made by this bench; give a new or "
+              "empty folder", file=sys.stderr)
+        sys.exit(2)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / MARK).write_text("made by bench/scale.py, which deletes and rebuilds what it wrote here\n")
+
+
+def discard(path: Path) -> None:
+    """Delete an output of an earlier run (inside a claimed --work folder), so it is measured afresh."""
+    if path.exists():
+        remove_tree(path)
 
 
 def run(command: list[str], log: Path) -> tuple[float, float]:
@@ -77,8 +96,7 @@ def fairseq_preprocess(data: Path, src: Path, tgt: Path, work: Path, workers: in
                 out.writelines(" ".join(p) + "\n" for p in sp.encode([line.rstrip("\n") for line in lines], out_type=str,
                                                                      num_threads=workers))
     encode_seconds = time.perf_counter() - started
-    # fairseq refuses to write over its output of an earlier run of this bench
-    shutil.rmtree(work / "bin", ignore_errors=True)
+    discard(work / "bin")  # fairseq refuses to write over its output of an earlier run of this bench
     seconds, rss = run([str(FAIRSEQ), "--source-lang", "de", "--target-lang", "en", "--trainpref", str(work / "train"),
                         "--destdir", str(work / "bin"), "--joined-dictionary", "--workers", str(workers)],
                        work / "fairseq-preprocess.log")
@@ -98,14 +116,15 @@ def main() -> None:
     ap.add_argument("--out", default="bench/out/scale.json")
     a = ap.parse_args()
     work = Path(a.work)
+    claim(work)
     aiayn = [sys.executable, "-m", "aiayn"]
     results: dict = {"sizes": {}, "steps": a.steps, "preset": a.preset, "batch_tokens": a.batch_tokens,
                      "workers": a.workers}
     for size in map(int, a.sizes.split(",")):
         folder = work / str(size)
         src, tgt = build_corpus(size, folder / "text")
-        for name in ("data", "run"):
-            shutil.rmtree(folder / name, ignore_errors=True)
+        for name in ("data", "run"):  # a re-run of prepare on the same inputs would write (and time) nothing
+            discard(folder / name)
         seconds, prepare_rss = run([*aiayn, "prepare", "--out", str(folder / "data"), "--train-src", str(src),
                                     "--train-tgt", str(tgt), "--vocab-size", str(a.vocab_size),
                                     "--workers", str(a.workers)], folder / "prepare.log")

@@ -46,10 +46,10 @@ def _label_fonts() -> tuple[str, ...]:
     from matplotlib import font_manager
 
     families = ["DejaVu Sans"]
-    for path in sorted(font_manager.findSystemFonts(), key=lambda p: Path(p).name):
-        if Path(path).name in CJK_FONT_FILES:
-            font_manager.fontManager.addfont(path)
-            families.append(font_manager.FontProperties(fname=path).get_name())
+    found = [path for path in font_manager.findSystemFonts() if Path(path).name in CJK_FONT_FILES]
+    for path in sorted(found, key=lambda p: CJK_FONT_FILES.index(Path(p).name)):
+        font_manager.fontManager.addfont(path)
+        families.append(font_manager.FontProperties(fname=path).get_name())
     return tuple(dict.fromkeys(families))
 
 
