@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aiayn.errors import InputError
 from aiayn.model.config import POOLINGS, ModelConfig
+from aiayn.training.schedule import DECAYS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -290,7 +291,7 @@ def _family_schedule(args: argparse.Namespace):
     if getattr(args, "average_last", 1) > 1 and getattr(args, "valid", "") is None:  # before any data is read
         raise InputError(f"--average-last {args.average_last}: nothing is validated to average (give --valid)")
     return Schedule(max_steps=args.max_steps, time_budget_s=args.time_budget * 60 if args.time_budget else None,
-                    warmup_steps=args.warmup, lr_scale=args.lr_scale, eval_every=args.eval_every,
+                    warmup_steps=args.warmup, lr_scale=args.lr_scale, decay=args.decay, eval_every=args.eval_every,
                     average_last=getattr(args, "average_last", 1), log_every=args.log_every, bf16=args.bf16,
                     seed=args.seed)
 
@@ -506,6 +507,9 @@ def _add_family_arguments(p: argparse.ArgumentParser, preset: str | None, batch_
     p.add_argument("--time-budget", type=number(float, above=0.0), help="minutes of training steps")
     p.add_argument("--warmup", type=POSITIVE, default=warmup)
     p.add_argument("--lr-scale", type=number(float, above=0.0), default=lr_scale)
+    p.add_argument("--decay", choices=DECAYS, default="inverse-sqrt",
+                   help="the rate after warm-up: §5.3's 1/sqrt(step), or BERT's linear decay to 0 at the end of "
+                   "--max-steps or --time-budget")
     p.add_argument("--eval-every", type=POSITIVE, default=200)
     if validates:
         p.add_argument("--average-last", type=POSITIVE, default=1,

@@ -23,7 +23,7 @@ from aiayn.checkpoint import mean_state
 from aiayn.data.batching import TokenBatches
 from aiayn.errors import InputError, TrainingDiverged
 from aiayn.runtime import keep_freed_memory
-from aiayn.training.schedule import learning_rate
+from aiayn.training.schedule import DECAYS, learning_rate, linear_decay_rate
 
 
 MOST_AVERAGED = 100  # --average-last keeps a copy of the model per averaged state
@@ -35,6 +35,7 @@ class Schedule:
     time_budget_s: float | None = None  # seconds of training steps (evaluation not counted)
     warmup_steps: int = 400
     lr_scale: float = 1.0
+    decay: str = "inverse-sqrt"  # after warm-up: §5.3's 1/sqrt(step), or "linear" to 0 at the end (BERT's)
     eval_every: int = 200
     average_last: int = 1  # evaluate the mean of the last N evaluated states (§6.1); 1: the current state alone
     log_every: int = 20
@@ -51,6 +52,14 @@ class Schedule:
             raise InputError(f"average_last must be at most {MOST_AVERAGED}, got {self.average_last}")
         if not self.lr_scale > 0:
             raise InputError(f"lr_scale must be positive, got {self.lr_scale}")
+        if self.decay not in DECAYS:
+            raise InputError(f"decay {self.decay!r}: one of {', '.join(DECAYS)}")
+
+    def rate(self, step: int, d_model: int, used: float) -> float:
+        """The learning rate of `step` (from 1), `used` the fraction of the budget spent before it."""
+        if self.decay == "linear":
+            return linear_decay_rate(step, d_model, self.warmup_steps, self.lr_scale, used)
+        return learning_rate(step, d_model, self.warmup_steps, self.lr_scale)
 
 
 @dataclass
@@ -78,20 +87,23 @@ def fit(model: nn.Module, batches: Iterator[Any], loss_of: Callable[[nn.Module, 
     bar = tqdm(total=1000, file=sys.stderr, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30,
                bar_format="{percentage:3.0f}%|{bar:20}| {elapsed}<{remaining} {postfix}")
 
+    def used() -> float:
+        return max(steps / total, seconds / schedule.time_budget_s if schedule.time_budget_s else 0.0)
+
     def done() -> bool:
-        return steps >= total or (schedule.time_budget_s is not None and seconds >= schedule.time_budget_s)
+        return used() >= 1.0
 
     model.train()
     try:
         while not done():
             started = time.perf_counter()
-            loss_value, items = _update(model, optimizer, next(batches), loss_of, schedule, steps + 1)
+            rate = schedule.rate(steps + 1, model.config.d_model, used())
+            loss_value, items = _update(model, optimizer, next(batches), loss_of, schedule.bf16, steps + 1, rate)
             elapsed = time.perf_counter() - started
             steps, seconds = steps + 1, seconds + elapsed
             window_loss, window_items = window_loss + loss_value, window_items + items
             window_seconds += elapsed
-            fraction = max(steps / total, seconds / schedule.time_budget_s if schedule.time_budget_s else 0.0)
-            bar.update(int(1000 * min(fraction, 1.0)) - bar.n)
+            bar.update(int(1000 * min(used(), 1.0)) - bar.n)
             if steps % schedule.log_every == 0 or done():
                 record = {"step": steps, "loss": window_loss / max(window_items, 1),
                           f"{unit}_per_s": window_items / window_seconds, "train_seconds": seconds}
@@ -133,10 +145,11 @@ def _score(model: nn.Module, candidate: dict[str, Tensor], current: dict[str, Te
 
 
 def _update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Any,
-            loss_of: Callable[[nn.Module, Any], tuple[Tensor, int]], schedule: Schedule, step: int) -> tuple[float, int]:
-    """One step of Adam on one batch at the §5.3 learning rate of `step`: the batch's summed loss and items."""
+            loss_of: Callable[[nn.Module, Any], tuple[Tensor, int]], bf16: bool, step: int,
+            rate: float) -> tuple[float, int]:
+    """One step of Adam on one batch at the learning rate `rate`: the batch's summed loss and items."""
     device = next(model.parameters()).device
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=schedule.bf16):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         loss_sum, items = loss_of(model, batch)
     (loss_sum / max(items, 1)).backward()
     loss_value = loss_sum.item()
@@ -144,7 +157,7 @@ def _update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Any,
     if not (math.isfinite(loss_value) and math.isfinite(gradient_norm)):
         raise TrainingDiverged(f"the loss or its gradient became NaN or infinite at step {step}: lower --lr-scale")
     for group in optimizer.param_groups:
-        group["lr"] = learning_rate(step, model.config.d_model, schedule.warmup_steps, schedule.lr_scale)
+        group["lr"] = rate
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss_value, items

@@ -16,3 +16,16 @@ def learning_rate(step: int, d_model: int, warmup_steps: int = 4000, scale: floa
 
 def peak_learning_rate(d_model: int, warmup_steps: int, scale: float = 1.0) -> float:
     return scale / math.sqrt(d_model * warmup_steps)
+
+
+DECAYS = ("inverse-sqrt", "linear")
+
+
+def linear_decay_rate(step: int, d_model: int, warmup_steps: int, scale: float, used: float) -> float:
+    """BERT's schedule (Devlin et al. 2019, appendix A.2) on the §5.3 scale: the same linear warm-up,
+    then, instead of decaying with 1/sqrt(step), the warm-up's rate times the fraction of the
+    training budget left (`used` is the fraction spent before this step, 0 to 1), which reaches 0
+    at the end: a run of fixed length ends with small steps instead of the §5.3 rate's large ones.
+    """
+    left = min(max(1.0 - used, 0.0), 1.0)
+    return peak_learning_rate(d_model, warmup_steps, scale) * min(max(step, 1) / warmup_steps, 1.0) * left

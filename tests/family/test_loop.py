@@ -9,6 +9,7 @@ from torch import nn
 
 from aiayn.errors import InputError, TrainingDiverged
 from aiayn.family.loop import Schedule, fit, forever
+from aiayn.training.schedule import learning_rate, linear_decay_rate
 
 
 @pytest.mark.parametrize("poison", ["loss", "gradient"])
@@ -78,3 +79,32 @@ def test_averaging_without_validation_is_refused() -> None:
 def test_at_most_a_hundred_states_are_averaged() -> None:
     with pytest.raises(InputError, match="at most 100"):
         Schedule(max_steps=1, average_last=101)
+
+
+@pytest.mark.parametrize("decay", ["inverse-sqrt", "linear"])
+def test_each_step_runs_at_the_rate_of_its_decay(decay: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = nn.Linear(2, 1)
+    model.config = SimpleNamespace(d_model=16)
+    optimizer_rates = []
+    original_step = torch.optim.Adam.step
+
+    def loss_of(net: nn.Module, step: int) -> tuple[torch.Tensor, int]:
+        return net(torch.ones(1, 2)).sum(), 1
+
+    def step_and_record(optimizer, *args, **kwargs):
+        optimizer_rates.append(optimizer.param_groups[0]["lr"])
+        return original_step(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step_and_record)
+    fit(model, forever(lambda e: [0]), loss_of, Schedule(max_steps=8, warmup_steps=2, decay=decay))
+    if decay == "linear":  # step s has spent (s - 1) / 8 of the budget: the last runs at 1/8 of the rate
+        expected = [linear_decay_rate(s, 16, 2, 1.0, (s - 1) / 8) for s in range(1, 9)]
+        assert expected[-1] == pytest.approx(expected[1] * (1 / 8) / (7 / 8))
+    else:
+        expected = [learning_rate(s, 16, 2) for s in range(1, 9)]
+    assert optimizer_rates == pytest.approx(expected)
+
+
+def test_an_unknown_decay_is_refused() -> None:
+    with pytest.raises(InputError, match="decay 'cosine'"):
+        Schedule(max_steps=1, decay="cosine")

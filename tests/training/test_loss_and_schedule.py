@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from aiayn.training.loss import label_smoothed_loss
-from aiayn.training.schedule import learning_rate, peak_learning_rate
+from aiayn.training.schedule import learning_rate, linear_decay_rate, peak_learning_rate
 
 PAD = 0
 
@@ -86,3 +86,14 @@ def test_schedule_is_the_formula_of_section_5_3() -> None:
     assert learning_rate(2000, d, warmup) == pytest.approx(learning_rate(4000, d, warmup) / 2)  # linear warm-up
     assert learning_rate(16000, d, warmup) == pytest.approx(learning_rate(4000, d, warmup) / 2)  # 1/sqrt decay
     assert learning_rate(4000, d, warmup, scale=2.0) == pytest.approx(2 * learning_rate(4000, d, warmup))
+
+
+def test_linear_decay_warms_up_as_section_5_3_then_falls_to_zero_with_the_budget() -> None:
+    d, warmup = 256, 100
+    peak = peak_learning_rate(d, warmup)
+    assert linear_decay_rate(50, d, warmup, 1.0, used=0.0) == pytest.approx(learning_rate(50, d, warmup))
+    assert linear_decay_rate(100, d, warmup, 1.0, used=0.0) == pytest.approx(peak)
+    assert linear_decay_rate(400, d, warmup, 1.0, used=0.25) == pytest.approx(0.75 * peak)
+    assert linear_decay_rate(400, d, warmup, 3.0, used=0.25) == pytest.approx(2.25 * peak)
+    assert linear_decay_rate(900, d, warmup, 1.0, used=1.0) == 0.0
+    assert linear_decay_rate(900, d, warmup, 1.0, used=1.5) == 0.0  # a step past a time budget never goes negative
