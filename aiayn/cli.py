@@ -508,8 +508,9 @@ def _add_family_arguments(p: argparse.ArgumentParser, preset: str | None, batch_
     p.add_argument("--warmup", type=POSITIVE, default=warmup)
     p.add_argument("--lr-scale", type=number(float, above=0.0), default=lr_scale)
     p.add_argument("--decay", choices=DECAYS, default="inverse-sqrt",
-                   help="the rate after warm-up: §5.3's 1/sqrt(step), or BERT's linear decay to 0 at the end of "
-                   "--max-steps or --time-budget")
+                   help="the rate: §5.3's (warm-up, then 1/sqrt(step)), or 'linear': the same warm-up times the "
+                   "fraction of the budget left, BERT's linear decay to 0 at the end of --max-steps or --time-budget "
+                   "(whichever is more spent; with a time budget the rates depend on the machine's speed)")
     p.add_argument("--eval-every", type=POSITIVE, default=200)
     if validates:
         p.add_argument("--average-last", type=POSITIVE, default=1,

@@ -45,6 +45,10 @@ class Schedule:
     def __post_init__(self) -> None:
         if not (self.max_steps or self.time_budget_s):
             raise InputError("no stopping rule: give --max-steps or --time-budget")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise InputError(f"max_steps must be at least 1, got {self.max_steps}")
+        if self.time_budget_s is not None and not 0 < self.time_budget_s < math.inf:
+            raise InputError(f"time_budget_s must be a positive number of seconds, got {self.time_budget_s}")
         for name in ("warmup_steps", "eval_every", "average_last", "log_every"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")

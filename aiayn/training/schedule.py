@@ -22,10 +22,12 @@ DECAYS = ("inverse-sqrt", "linear")
 
 
 def linear_decay_rate(step: int, d_model: int, warmup_steps: int, scale: float, used: float) -> float:
-    """BERT's schedule (Devlin et al. 2019, appendix A.2) on the §5.3 scale: the same linear warm-up,
-    then, instead of decaying with 1/sqrt(step), the warm-up's rate times the fraction of the
-    training budget left (`used` is the fraction spent before this step, 0 to 1), which reaches 0
-    at the end: a run of fixed length ends with small steps instead of the §5.3 rate's large ones.
+    """BERT's linear decay (Devlin et al. 2019, appendix A.2) on the §5.3 scale: the §5.3 warm-up
+    ramp, to the peak (d_model * warmup_steps)^-0.5 * scale, times the fraction of the training
+    budget left (`used` is the fraction spent before this step, 0 to 1). The product falls to 0 at
+    the end, so a run of fixed length ends with small steps instead of the §5.3 rate's large ones;
+    it is continuous (BERT's code jumps from the warm-up to the decay), so its top stays a little
+    under the peak: (1 - used) of it at the end of the warm-up.
     """
     left = min(max(1.0 - used, 0.0), 1.0)
     return peak_learning_rate(d_model, warmup_steps, scale) * min(max(step, 1) / warmup_steps, 1.0) * left

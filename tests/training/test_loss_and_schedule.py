@@ -95,5 +95,6 @@ def test_linear_decay_warms_up_as_section_5_3_then_falls_to_zero_with_the_budget
     assert linear_decay_rate(100, d, warmup, 1.0, used=0.0) == pytest.approx(peak)
     assert linear_decay_rate(400, d, warmup, 1.0, used=0.25) == pytest.approx(0.75 * peak)
     assert linear_decay_rate(400, d, warmup, 3.0, used=0.25) == pytest.approx(2.25 * peak)
+    assert linear_decay_rate(50, d, warmup, 1.0, used=0.5) == pytest.approx(0.5 * learning_rate(50, d, warmup))
     assert linear_decay_rate(900, d, warmup, 1.0, used=1.0) == 0.0
     assert linear_decay_rate(900, d, warmup, 1.0, used=1.5) == 0.0  # a step past a time budget never goes negative
