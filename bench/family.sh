@@ -24,7 +24,7 @@ for stage in "$@"; do
     # a 26 + 4 split scored lower than 24 + 6.
     $A pretrain-mlm --text "$DATA/sst2/train.tsv.gz" "$DATA/tatoeba-de-en/train.en.gz" "$DATA/multi30k/train.en.gz" \
       --lowercase --out bench/out/sst2_mlm --overwrite --preset small --dropout 0 --vocab-size 8000 \
-      --batch-tokens 6000 --warmup 1000 --decay linear --time-budget 24 --bf16 2>&1 | tee bench/out/sst2_mlm.log
+      --batch-tokens 6000 --warmup 1000 --decay linear --time-budget 23.5 --bf16 2>&1 | tee bench/out/sst2_mlm.log
     $A train-classifier --train "$DATA/sst2/train.tsv.gz" --valid "$DATA/sst2/dev.tsv.gz" --label-names NEGATIVE,POSITIVE \
       --init bench/out/sst2_mlm --out bench/out/sst2_finetuned --overwrite --dropout 0.1 --pooling mean \
       --average-last 5 --batch-tokens 1500 --warmup 200 --lr-scale 0.1 --decay linear --time-budget 6 --eval-every 100 \

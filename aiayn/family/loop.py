@@ -35,7 +35,7 @@ class Schedule:
     time_budget_s: float | None = None  # seconds of training steps (evaluation not counted)
     warmup_steps: int = 400
     lr_scale: float = 1.0
-    decay: str = "inverse-sqrt"  # after warm-up: §5.3's 1/sqrt(step), or "linear" to 0 at the end (BERT's)
+    decay: str = "inverse-sqrt"  # §5.3's warm-up then 1/sqrt(step), or "linear": the warm-up times the budget left
     eval_every: int = 200
     average_last: int = 1  # evaluate the mean of the last N evaluated states (§6.1); 1: the current state alone
     log_every: int = 20
