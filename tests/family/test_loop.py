@@ -81,21 +81,28 @@ def test_at_most_a_hundred_states_are_averaged() -> None:
         Schedule(max_steps=1, average_last=101)
 
 
+def _record_rates(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The learning rate of every Adam step taken from now on, in order."""
+    rates = []
+    original_step = torch.optim.Adam.step
+
+    def step_and_record(optimizer, *args, **kwargs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        return original_step(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step_and_record)
+    return rates
+
+
 @pytest.mark.parametrize("decay", ["inverse-sqrt", "linear"])
 def test_each_step_runs_at_the_rate_of_its_decay(decay: str, monkeypatch: pytest.MonkeyPatch) -> None:
     model = nn.Linear(2, 1)
     model.config = SimpleNamespace(d_model=16)
-    optimizer_rates = []
-    original_step = torch.optim.Adam.step
+    optimizer_rates = _record_rates(monkeypatch)
 
     def loss_of(net: nn.Module, step: int) -> tuple[torch.Tensor, int]:
         return net(torch.ones(1, 2)).sum(), 1
 
-    def step_and_record(optimizer, *args, **kwargs):
-        optimizer_rates.append(optimizer.param_groups[0]["lr"])
-        return original_step(optimizer, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.Adam, "step", step_and_record)
     fit(model, forever(lambda e: [0]), loss_of, Schedule(max_steps=8, warmup_steps=2, decay=decay))
     if decay == "linear":  # step s has spent (s - 1) / 8 of the budget: the last runs at 1/8 of the rate
         expected = [linear_decay_rate(s, 16, 2, 1.0, (s - 1) / 8) for s in range(1, 9)]
@@ -112,15 +119,8 @@ def test_an_unknown_decay_is_refused() -> None:
 def test_a_time_budget_decays_the_rate_with_the_seconds_spent(monkeypatch: pytest.MonkeyPatch) -> None:
     model = nn.Linear(2, 1)
     model.config = SimpleNamespace(d_model=16)
-    optimizer_rates = []
-    original_step = torch.optim.Adam.step
+    optimizer_rates = _record_rates(monkeypatch)
     clock = iter(range(1000))  # every reading one second later: each step takes 1 s of the 4 s budget
-
-    def step_and_record(optimizer, *args, **kwargs):
-        optimizer_rates.append(optimizer.param_groups[0]["lr"])
-        return original_step(optimizer, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.Adam, "step", step_and_record)
     monkeypatch.setattr("aiayn.family.loop.time.perf_counter", lambda: float(next(clock)))
     outcome = fit(model, forever(lambda e: [0]), lambda net, _: (net(torch.ones(1, 2)).sum(), 1),
                   Schedule(time_budget_s=4.0, warmup_steps=1, decay="linear"))
