@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aiayn.errors import InputError
-from aiayn.model.config import POOLINGS, ModelConfig
+from aiayn.model.config import MOST_MASKED, POOLINGS, ModelConfig
 from aiayn.training.schedule import DECAYS
 
 
@@ -307,7 +307,7 @@ def _pretrain_mlm(args: argparse.Namespace) -> int:
     schedule, config = _family_schedule(args), _family_config(args)
     form = TextForm(args.max_length, args.lowercase)
     outcome = pretrain_mlm(read_text(args.text), Path(args.out), config, schedule, args.vocab_size, form,
-                           args.batch_tokens, args.overwrite)
+                           args.batch_tokens, args.overwrite, args.mask_rate)
     print(f"pre-trained {outcome.steps} steps in {outcome.seconds / 60:.1f} min; wrote {args.out}")
     return 0
 
@@ -611,6 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("pretrain-mlm", help="pre-train an encoder as BERT does: masked-language modelling")
     p.add_argument("--text", nargs="+", required=True, help="plain or .gz text, one sentence a line (.tsv: column 1)")
     p.add_argument("--lowercase", action="store_true", help="lowercase all text (as GLUE's SST-2 is)")
+    p.add_argument("--mask-rate", type=number(float, above=0.0, maximum=MOST_MASKED), default=0.15,
+                   help="share of the tokens to predict (BERT's 0.15); of those 80%% become <mask>, 10%% a random "
+                   "token, 10%% stay")
     _add_family_arguments(p, preset="small", batch_tokens=4000, validates=False)
     p.set_defaults(run=_pretrain_mlm)
 

@@ -11,9 +11,11 @@ import httpx
 import pytest
 
 from aiayn import pipeline
-from aiayn.cli import main
+from aiayn.cli import build_parser, main
 from aiayn.errors import InputError
-from aiayn.family.classifier import TextClassifier
+from aiayn.family.classifier import TextClassifier, pretrain_mlm
+from aiayn.family.loop import Schedule
+from aiayn.model import ModelConfig
 
 NOTES = ["I love this product! It's amazing and works perfectly.",
          "This is the worst experience I've ever had. Completely disappointed."]
@@ -155,3 +157,28 @@ def test_pre_training_validates_nothing_so_takes_no_average(data, tmp_path: Path
               "--average-last", "2"])
     assert stop.value.code == 2 and "--average-last" in capsys.readouterr().err
     assert not (tmp_path / "mlm").exists()
+
+
+def test_pre_training_masks_the_share_asked_for(data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import aiayn.family.classifier as classifier
+
+    rates = []
+    real = classifier.mask_tokens
+    monkeypatch.setattr(classifier, "mask_tokens", lambda *args: rates.append(args[-1]) or real(*args))
+    run = tmp_path / "mlm"
+    assert main(["pretrain-mlm", "--text", str(data["train"]), "--out", str(run), *TINY, "--max-steps", "3",
+                 "--mask-rate", "0.4"]) == 0
+    assert rates == [0.4] * 3 and json.loads((run / "config.json").read_text())["mask_rate"] == 0.4
+    assert build_parser().parse_args(["pretrain-mlm", "--text", "t", "--out", "o"]).mask_rate == 0.15  # BERT's
+    for bad in (0.0, 1.0, float("nan")):
+        with pytest.raises(InputError, match="mask_rate"):
+            pretrain_mlm(["a sentence"], tmp_path / "api", ModelConfig.preset("tiny"), Schedule(max_steps=1),
+                         mask_rate=bad)
+        assert not (tmp_path / "api").exists()
+    for bad in ("0", "1", "nan"):
+        with pytest.raises(SystemExit) as stop:
+            main(["pretrain-mlm", "--text", str(data["train"]), "--out", str(tmp_path / bad), *TINY, "--max-steps", "1",
+                  "--mask-rate", bad])
+        assert stop.value.code == 2 and "--mask-rate" in capsys.readouterr().err
+        assert not (tmp_path / bad).exists()

@@ -92,14 +92,17 @@ def test_patches_are_the_image_row_by_row() -> None:
     assert model(torch.rand(3, 1, 4, 4)).shape == (3, 10)
 
 
-def test_masking_is_berts_15_percent_with_80_10_10() -> None:
+@pytest.mark.parametrize("rate", [None, 0.4])  # None: the default, BERT's 15%
+def test_masking_chooses_the_rate_then_80_10_10(rate: float | None) -> None:
     tokens = torch.randint(5, 60, (400, 100))
     tokens[:, 0] = 1
     generator = torch.Generator().manual_seed(0)
     inputs, labels = mask_tokens(tokens, mask_id=4, vocab_size=60, special=torch.tensor([0, 1, 2, 3, 4]),
-                                 generator=generator)
+                                 generator=generator, **({} if rate is None else {"rate": rate}))
     chosen = labels != -100
-    assert abs(chosen.float().mean().item() - 0.15 * 0.99) < 0.005 and not chosen[:, 0].any()
+    expected = (rate or 0.15) * 0.99  # the first column is [CLS], never chosen
+    assert abs(chosen.float().mean().item() - expected) < 3 * (expected * (1 - expected) / chosen.numel()) ** 0.5
+    assert not chosen[:, 0].any()
     assert torch.equal(labels[chosen], tokens[chosen])
     masked = (inputs[chosen] == 4).float().mean().item()
     kept = (inputs[chosen] == tokens[chosen]).float().mean().item()
