@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aiayn.errors import InputError
-from aiayn.model.config import MOST_MASKED, POOLINGS, ModelConfig
+from aiayn.model.config import BERT_MASKED, MOST_MASKED, POOLINGS, ModelConfig
 from aiayn.training.schedule import DECAYS
 
 
@@ -611,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("pretrain-mlm", help="pre-train an encoder as BERT does: masked-language modelling")
     p.add_argument("--text", nargs="+", required=True, help="plain or .gz text, one sentence a line (.tsv: column 1)")
     p.add_argument("--lowercase", action="store_true", help="lowercase all text (as GLUE's SST-2 is)")
-    p.add_argument("--mask-rate", type=number(float, above=0.0, maximum=MOST_MASKED), default=0.15,
+    p.add_argument("--mask-rate", type=number(float, above=0.0, maximum=MOST_MASKED), default=BERT_MASKED,
                    help="share of the tokens to predict (BERT's 0.15); of those 80%% become <mask>, 10%% a random "
                    "token, 10%% stay")
     _add_family_arguments(p, preset="small", batch_tokens=4000, validates=False)

@@ -25,7 +25,7 @@ from aiayn.family.loop import Outcome, Schedule, fit, length_batches
 from aiayn.family.store import config_field, device_of, learn_tokenizer, load_weights, open_checkpoint, text_tokenizer
 from aiayn.files import check_output_dir
 from aiayn.model import ModelConfig
-from aiayn.model.config import MOST_MASKED, POOLINGS, Pooling
+from aiayn.model.config import BERT_MASKED, MOST_MASKED, POOLINGS, Pooling
 from aiayn.model.family import EncoderClassifier, MaskedLanguageModel, mask_tokens
 
 CLASSIFIER, MASKED_LM = "classifier", "masked-lm"
@@ -160,7 +160,7 @@ class TextClassifier:
 
 def pretrain_mlm(texts: list[str], out: Path, model_config: ModelConfig, schedule: Schedule, vocab_size: int = 8000,
                  form: TextForm = TextForm(), batch_tokens: int = 4000, overwrite: bool = False,
-                 mask_rate: float = 0.15) -> Outcome:
+                 mask_rate: float = BERT_MASKED) -> Outcome:
     """BERT's pre-training on unlabelled sentences; writes a `masked-lm` checkpoint at `out`.
     `mask_rate`: the share of tokens to predict, BERT's 15% by default. Wettig et al. (2023) found
     40% beat 15% for BERT-large (larger models favour higher rates): more tokens predicted per step,

@@ -13,7 +13,8 @@ Activation = Literal["relu", "swish", "gelu"]
 ACTIVATIONS = get_args(Activation)
 Pooling = Literal["cls", "mean"]  # how a classifier sums a sentence up (model.family.EncoderClassifier)
 POOLINGS = get_args(Pooling)
-MOST_MASKED = 0.99  # masked-language modelling: a sentence needs tokens left to predict the masked ones from
+BERT_MASKED = 0.15  # masked-language modelling: BERT's share of the tokens to predict
+MOST_MASKED = 0.99  # a sentence needs tokens left to predict the masked ones from
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from aiayn.model.config import POOLINGS, ModelConfig, Pooling
+from aiayn.model.config import BERT_MASKED, POOLINGS, ModelConfig, Pooling
 from aiayn.model.transformer import (
     AttentionMaps,
     Decoder,
@@ -59,13 +59,13 @@ class MaskedLanguageModel(nn.Module):
 
     def forward(self, tokens: Tensor, where: Tensor | None = None) -> Tensor:
         """Logits [B, S, vocab], or only at the positions `where` (bool [B, S]) is true: the
-        predicted ones, a seventh of the work of the output projection."""
+        predicted ones: at BERT's 15%, a seventh of the output projection's work."""
         hidden = self.body(tokens)
         return self.output_projection(hidden if where is None else hidden[where])
 
 
 def mask_tokens(tokens: Tensor, mask_id: int, vocab_size: int, special: Tensor, generator: torch.Generator,
-                rate: float = 0.15, ignore: int = -100) -> tuple[Tensor, Tensor]:
+                rate: float = BERT_MASKED, ignore: int = -100) -> tuple[Tensor, Tensor]:
     """BERT's masking: `rate` of the real tokens are to be predicted; of those 80% become [MASK],
     10% a random token, 10% stay. Returns the inputs and the labels (`ignore` where nothing is predicted)."""
     chance = torch.rand(tokens.shape, generator=generator, device=tokens.device)
