@@ -41,6 +41,7 @@ def number(kind: type, minimum: float | None = None, maximum: float | None = Non
 
 
 POSITIVE = number(int, minimum=1)
+MOST_LAYERS = 48  # --layers: far deeper than trains on one machine here; a typo should not build thousands
 SEED = number(int, 0, 2**32 - 1)
 FRACTION = number(float, minimum=0.0, maximum=0.999)
 
@@ -293,11 +294,13 @@ def _family_schedule(args: argparse.Namespace):
     return Schedule(max_steps=args.max_steps, time_budget_s=args.time_budget * 60 if args.time_budget else None,
                     warmup_steps=args.warmup, lr_scale=args.lr_scale, decay=args.decay, eval_every=args.eval_every,
                     average_last=getattr(args, "average_last", 1), log_every=args.log_every, bf16=args.bf16,
-                    seed=args.seed)
+                    seed=args.seed, device=args.device)
 
 
 def _family_config(args: argparse.Namespace, **defaults) -> ModelConfig:
-    overrides = {k: v for k, v in dict(dropout=args.dropout).items() if v is not None}
+    layers = getattr(args, "layers", None)  # each descendant keeps its own stack and empties the other
+    overrides = {k: v for k, v in dict(dropout=args.dropout, n_encoder_layers=layers, n_decoder_layers=layers).items()
+                 if v is not None}
     return ModelConfig.preset(getattr(args, "preset", "tiny"), **{**defaults, **overrides})
 
 
@@ -315,6 +318,8 @@ def _pretrain_mlm(args: argparse.Namespace) -> int:
 def _train_classifier(args: argparse.Namespace) -> int:
     from aiayn.family.classifier import TextForm, read_labelled, train_classifier
 
+    if args.init and args.layers:
+        raise InputError("--layers: not used with --init (the pre-trained checkpoint's depth is kept)")
     schedule, config = _family_schedule(args), _family_config(args)
     train, valid = read_labelled(args.train), read_labelled(args.valid) if args.valid else None
     names = [name.strip() for name in args.label_names.split(",")] if args.label_names else None
@@ -498,6 +503,7 @@ def _add_family_arguments(p: argparse.ArgumentParser, preset: str | None, batch_
     p.add_argument("--overwrite", action="store_true")
     if preset is not None:  # the ViT has one size of its own
         p.add_argument("--preset", default=preset, choices=sorted(ModelConfig.PRESETS))
+        p.add_argument("--layers", type=number(int, 1, MOST_LAYERS), help="layers in the stack (default: the preset's)")
     p.add_argument("--dropout", type=FRACTION)
     if text:
         p.add_argument("--vocab-size", type=POSITIVE, default=8000)
@@ -518,6 +524,7 @@ def _add_family_arguments(p: argparse.ArgumentParser, preset: str | None, batch_
                        "averaging); the best mean is kept")
     p.add_argument("--log-every", type=POSITIVE, default=20)
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--device", default="cpu", help="where the steps run (cpu, cuda, cuda:N)")
     p.add_argument("--seed", type=SEED, default=1)
 
 
@@ -621,7 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", required=True, help="TSV whose header names a 'sentence' and a 'label' column")
     p.add_argument("--valid", help="TSV like --train; the best validation accuracy is kept")
     p.add_argument("--init", help="a pretrain-mlm checkpoint to start from: its size, vocabulary and text form are "
-                   "kept (--preset, --vocab-size, --max-length and --lowercase are not used)")
+                   "kept (--preset, --vocab-size, --max-length and --lowercase are not used; --layers is refused)")
     p.add_argument("--label-names", help="names for the labels in sorted order, e.g. NEGATIVE,POSITIVE for 0,1")
     p.add_argument("--lowercase", action="store_true",
                    help="lowercase the text, in training and in use (with --init: as the pre-training did)")

@@ -180,11 +180,14 @@ def pretrain_mlm(texts: list[str], out: Path, model_config: ModelConfig, schedul
     generator = torch.Generator().manual_seed(schedule.seed)
 
     def loss_of(net: MaskedLanguageModel, ids: np.ndarray) -> tuple[Tensor, int]:
+        # Masked on the CPU, with its generator, so that a seed masks alike on every device.
         inputs, labels = mask_tokens(pad([rows[i] for i in ids]), mask_id, config.vocab_size, special, generator,
                                      mask_rate)
+        count = int((labels != -100).sum())  # counted before the move: no wait for the device
+        inputs, labels = inputs.to(device_of(net)), labels.to(device_of(net))
         predicted = labels != -100
         logits = net(inputs, where=predicted).float()
-        return F.cross_entropy(logits, labels[predicted], reduction="sum"), int(predicted.sum())
+        return F.cross_entropy(logits, labels[predicted], reduction="sum"), count
 
     outcome = fit(model, length_batches(rows, batch_tokens, schedule.seed), loss_of, schedule, unit="tokens")
     model.load_state_dict(outcome.best_state)
@@ -235,8 +238,9 @@ def train_classifier(train: tuple[list[str], list[str]], valid: tuple[list[str],
     shown = label_names or names
 
     def loss_of(net: EncoderClassifier, ids: np.ndarray) -> tuple[Tensor, int]:
-        logits = net(pad([rows[i] for i in ids])).float()
-        return F.cross_entropy(logits, targets[torch.from_numpy(ids).long()], reduction="sum"), len(ids)
+        logits = net(pad([rows[i] for i in ids]).to(device_of(net))).float()
+        gold = targets[torch.from_numpy(ids).long()].to(logits.device)
+        return F.cross_entropy(logits, gold, reduction="sum"), len(ids)
 
     def accuracy(net: EncoderClassifier) -> float:
         gold = [shown[names.index(label)] for label in valid[1]]

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from aiayn.checkpoint import mean_state
 from aiayn.data.batching import TokenBatches
 from aiayn.errors import InputError, TrainingDiverged
-from aiayn.runtime import keep_freed_memory
+from aiayn.runtime import check_device, keep_freed_memory
 from aiayn.training.schedule import DECAYS, learning_rate, linear_decay_rate
 
 
@@ -41,6 +41,7 @@ class Schedule:
     log_every: int = 20
     bf16: bool = False
     seed: int = 1
+    device: str = "cpu"  # where the steps run; the trained model comes back on the CPU
 
     def __post_init__(self) -> None:
         if not (self.max_steps or self.time_budget_s):
@@ -58,6 +59,7 @@ class Schedule:
             raise InputError(f"lr_scale must be positive, got {self.lr_scale}")
         if self.decay not in DECAYS:
             raise InputError(f"decay {self.decay!r}: one of {', '.join(DECAYS)}")
+        check_device(self.device)
 
     def rate(self, step: int, d_model: int, used: float) -> float:
         """The learning rate of `step` (from 1), `used` the fraction of the budget spent before it."""
@@ -83,8 +85,10 @@ def fit(model: nn.Module, batches: Iterator[Any], loss_of: Callable[[nn.Module, 
     if evaluate is None and schedule.average_last > 1:
         raise InputError(f"--average-last {schedule.average_last}: nothing is validated to average (give --valid)")
     keep_freed_memory()
+    model.to(schedule.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.0, betas=(0.9, 0.98), eps=1e-9, fused=True)
-    best_state, best_score, history = copy.deepcopy(model.state_dict()), None, []
+    best_state: dict[str, Tensor] | None = None
+    best_score, history = None, []
     recent: deque[dict[str, Tensor]] = deque(maxlen=schedule.average_last)
     steps, seconds, window_loss, window_items, window_seconds = 0, 0.0, 0.0, 0, 0.0
     total = schedule.max_steps or math.inf
@@ -126,9 +130,10 @@ def fit(model: nn.Module, batches: Iterator[Any], loss_of: Callable[[nn.Module, 
                     best_state, best_score = candidate, score
     finally:
         bar.close()
+    model.cpu().eval()
     if evaluate is None:
         best_state = copy.deepcopy(model.state_dict())
-    model.eval()
+    best_state = {name: value.cpu() for name, value in best_state.items()}
     return Outcome(best_state, best_score, steps, seconds, history)
 
 

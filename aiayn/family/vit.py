@@ -14,7 +14,7 @@ from torch import Tensor
 from aiayn import checkpoint
 from aiayn.family.loop import Outcome, Schedule, fit, forever
 from aiayn.errors import InputError
-from aiayn.family.store import config_field, load_weights, open_checkpoint
+from aiayn.family.store import config_field, device_of, load_weights, open_checkpoint
 from aiayn.files import check_output_dir
 from aiayn.model import AttentionMaps, ModelConfig
 from aiayn.model.family import ImageShape, VisionTransformer
@@ -56,7 +56,7 @@ class Digits:
 
 def accuracy(model: VisionTransformer, images: Tensor, labels: Tensor) -> float:
     with torch.no_grad():
-        return (model(images).argmax(dim=-1) == labels).float().mean().item()
+        return (model(images.to(device_of(model))).argmax(dim=-1).cpu() == labels).float().mean().item()
 
 
 def train_vit(out: Path, model_config: ModelConfig, schedule: Schedule, image: ImageShape = ImageShape(),
@@ -77,8 +77,8 @@ def train_vit(out: Path, model_config: ModelConfig, schedule: Schedule, image: I
     def loss_of(net: VisionTransformer, rows: Tensor) -> tuple[Tensor, int]:
         # No augmentation: the digits are centred and scaled already (shifting them by a pixel
         # lost 4 points of test accuracy).
-        logits = net(data.train_images[rows]).float()
-        return F.cross_entropy(logits, data.train_labels[rows], reduction="sum"), len(rows)
+        logits = net(data.train_images[rows].to(device_of(net))).float()
+        return F.cross_entropy(logits, data.train_labels[rows].to(logits.device), reduction="sum"), len(rows)
 
     outcome = fit(model, forever(epoch), loss_of, schedule,
                   lambda net: accuracy(net, data.valid_images, data.valid_labels))

@@ -182,3 +182,33 @@ def test_pre_training_masks_the_share_asked_for(data, tmp_path: Path, monkeypatc
                   "--mask-rate", bad])
         assert stop.value.code == 2 and "--mask-rate" in capsys.readouterr().err
         assert not (tmp_path / bad).exists()
+
+
+def test_layers_sets_the_depth_that_fine_tuning_keeps(data, tmp_path: Path) -> None:
+    mlm, run = tmp_path / "mlm", tmp_path / "run"
+    assert main(["pretrain-mlm", "--text", str(data["train"]), "--out", str(mlm), *TINY, "--max-steps", "1",
+                 "--layers", "3"]) == 0  # the tiny preset has 2
+    model = json.loads((mlm / "config.json").read_text())["model"]
+    assert (model["n_encoder_layers"], model["n_decoder_layers"]) == (3, 0)
+    assert main(["train-classifier", "--train", str(data["train"]), "--init", str(mlm), "--out", str(run), *TINY,
+                 "--max-steps", "1"]) == 0
+    assert len(TextClassifier.from_checkpoint(run).model.body.encoder.layers) == 3
+    shutil.rmtree(run)  # --layers against the checkpoint's depth is refused, not ignored
+    assert main(["train-classifier", "--train", str(data["train"]), "--init", str(mlm), "--out", str(run), *TINY,
+                 "--max-steps", "1", "--layers", "1"]) == 2
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("extra, named", [(["--layers", "0"], "--layers"), (["--layers", "49"], "--layers"),
+                                          (["--device", "abacus"], "--device abacus")])
+def test_bad_depth_or_device_is_named_before_any_folder(data, extra: list[str], named: str, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    for verb in (["pretrain-mlm", "--text"], ["train-classifier", "--train"]):
+        arguments = [*verb, str(data["train"]), "--out", str(tmp_path / "run"), *TINY, "--max-steps", "1", *extra]
+        try:
+            code = main(arguments)
+        except SystemExit as stop:  # argparse's refusal
+            code = stop.code
+        err = capsys.readouterr().err
+        assert code == 2 and named in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert not (tmp_path / "run").exists()

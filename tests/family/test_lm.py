@@ -63,6 +63,14 @@ def test_bad_generate_arguments_are_named(lm_run: Path, arguments: list[str], na
     assert named in err and "Traceback" not in err
 
 
+def test_layers_sets_the_decoder_depth(number_corpus, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["train-lm", "--text", str(number_corpus["train_en"]), "--out", str(run), "--preset", "tiny",
+                 "--vocab-size", "300", "--batch-tokens", "1500", "--max-steps", "1", "--layers", "3"]) == 0
+    model = TextGenerator.from_checkpoint(run).model
+    assert (model.config.n_decoder_layers, model.config.n_encoder_layers) == (3, 0)
+
+
 def test_translator_verbs_name_a_language_model_checkpoint(lm_run: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["attention", "--checkpoint", str(lm_run), "--src", "seven", "--out", str(tmp_path / "a.png")]) == 2
