@@ -193,10 +193,10 @@ def test_layers_sets_the_depth_that_fine_tuning_keeps(data, tmp_path: Path) -> N
     assert main(["train-classifier", "--train", str(data["train"]), "--init", str(mlm), "--out", str(run), *TINY,
                  "--max-steps", "1"]) == 0
     assert len(TextClassifier.from_checkpoint(run).model.body.encoder.layers) == 3
-    shutil.rmtree(run)  # --layers against the checkpoint's depth is refused, not ignored
-    assert main(["train-classifier", "--train", str(data["train"]), "--init", str(mlm), "--out", str(run), *TINY,
+    refused = tmp_path / "refused"  # --layers against the checkpoint's depth is refused, not ignored
+    assert main(["train-classifier", "--train", str(data["train"]), "--init", str(mlm), "--out", str(refused), *TINY,
                  "--max-steps", "1", "--layers", "1"]) == 2
-    assert not run.exists()
+    assert not refused.exists()
 
 
 @pytest.mark.parametrize("extra, named", [(["--layers", "0"], "--layers"), (["--layers", "49"], "--layers"),
