@@ -310,7 +310,7 @@ def _pretrain_mlm(args: argparse.Namespace) -> int:
     schedule, config = _family_schedule(args), _family_config(args)
     form = TextForm(args.max_length, args.lowercase)
     outcome = pretrain_mlm(read_text(args.text), Path(args.out), config, schedule, args.vocab_size, form,
-                           args.batch_tokens, args.overwrite, args.mask_rate)
+                           args.batch_tokens, args.overwrite, args.mask_rate, args.pack)
     print(f"pre-trained {outcome.steps} steps in {outcome.seconds / 60:.1f} min; wrote {args.out}")
     return 0
 
@@ -621,6 +621,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-rate", type=number(float, above=0.0, maximum=MOST_MASKED), default=BERT_MASKED,
                    help="share of the tokens to predict (BERT's 0.15); of those 80%% become <mask>, 10%% a random "
                    "token, 10%% stay")
+    p.add_argument("--pack", type=number(int, 3), metavar="N",
+                   help="several sentences to a row, [CLS] s1 </s> s2 </s> ..., at most N tokens (at most --batch-tokens; "
+                   "sentences cut to --max-length first, and to N); default: one sentence a row")
     _add_family_arguments(p, preset="small", batch_tokens=4000, validates=False)
     p.set_defaults(run=_pretrain_mlm)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from itertools import groupby
 from pathlib import Path
 
 import httpx
@@ -12,8 +13,9 @@ import pytest
 
 from aiayn import pipeline
 from aiayn.cli import build_parser, main
+from aiayn.data.tokenizer import BOS_ID, EOS_ID
 from aiayn.errors import InputError
-from aiayn.family.classifier import TextClassifier, pretrain_mlm
+from aiayn.family.classifier import TextClassifier, pack_sentences, pretrain_mlm
 from aiayn.family.loop import Schedule
 from aiayn.model import ModelConfig
 
@@ -182,6 +184,50 @@ def test_pre_training_masks_the_share_asked_for(data, tmp_path: Path, monkeypatc
                   "--mask-rate", bad])
         assert stop.value.code == 2 and "--mask-rate" in capsys.readouterr().err
         assert not (tmp_path / bad).exists()
+
+
+def test_packing_puts_whole_sentences_in_rows_of_at_most_the_limit() -> None:
+    rows = [[BOS_ID, *range(100 * k + 10, 100 * k + 10 + n)] for k, n in enumerate([3, 5, 2, 7, 1, 4, 20])]
+    packed = pack_sentences(rows, 12, seed=3)
+    assert all(row[0] == BOS_ID and BOS_ID not in row[1:] and len(row) <= 12 for row in packed)
+    assert len(packed) < len(rows)  # several sentences share a row
+    sentences = [list(run) for row in packed for ends, run in groupby(row[1:], lambda t: t == EOS_ID) if not ends]
+    assert sorted(sentences) == sorted([row[1:] for row in rows[:-1]] + [rows[-1][1:11]])  # each once, the long one cut
+    assert all(row[-1] == EOS_ID for row in packed)  # a cut sentence keeps its </s> too
+    assert pack_sentences(rows, 12, seed=3) == packed and pack_sentences(rows, 12, seed=4) != packed
+    assert pack_sentences([], 12, seed=3) == [] and pack_sentences([[BOS_ID, 7, 8]], 3, seed=3) == [[BOS_ID, 7, EOS_ID]]
+
+
+def test_pre_training_packs_sentences_when_asked(data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import aiayn.family.classifier as classifier
+
+    widths = []
+    real = classifier.mask_tokens
+    monkeypatch.setattr(classifier, "mask_tokens", lambda tokens, *args: widths.append(
+        ((tokens == EOS_ID).sum(dim=1).max().item(), tokens.size(1))) or real(tokens, *args))
+    for pack, run in ((None, tmp_path / "single"), (200, tmp_path / "packed")):
+        extra = ["--pack", str(pack)] if pack else []
+        assert main(["pretrain-mlm", "--text", str(data["train"]), "--out", str(run), *TINY, "--max-steps", "2",
+                     *extra]) == 0
+        assert json.loads((run / "config.json").read_text())["pack"] == pack
+    (single_eos, single_width), _, (packed_eos, packed_width), _ = widths
+    assert single_eos == 0 and packed_eos > 2 and single_width < packed_width <= 200
+    capsys.readouterr()
+    for bad in (64.0, True, 1001):
+        with pytest.raises(InputError, match=f"pack {bad!r}"):
+            pretrain_mlm(["a sentence"], tmp_path / "api", ModelConfig.preset("tiny"), Schedule(max_steps=1),
+                         batch_tokens=1000, pack=bad)
+        assert not (tmp_path / "api").exists()
+    for bad, named in (("2", "--pack"), ("1001", "pack 1001")):  # --batch-tokens is 1000
+        run = tmp_path / f"bad{bad}"
+        try:
+            code = main(["pretrain-mlm", "--text", str(data["train"]), "--out", str(run), *TINY, "--max-steps", "1",
+                         "--pack", bad])
+        except SystemExit as stop:
+            code = stop.code
+        err = capsys.readouterr().err
+        assert code == 2 and named in err and len(err.strip().splitlines()) == 1 and not run.exists()
 
 
 def test_layers_sets_the_depth_that_fine_tuning_keeps(data, tmp_path: Path) -> None:
