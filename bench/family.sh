@@ -23,7 +23,7 @@ for stage in "$@"; do
     # unused) and the English of Tatoeba de-en and Multi30k, without dropout (the model underfits: dropout would only slow it), the
     # sentences packed into rows of up to 64 tokens (--pack 64: one short Tatoeba sentence a row, 9 subwords
     # on average, seldom trains the positions of SST-2 dev's sentences, 25 on average), then 1,500 steps of
-    # fine-tuning (about 2 min 50 s: dropout 0.1, batches of 1,500 tokens, warm-up to a tenth of the §5.3
+    # fine-tuning (2 min 43 s to 2 min 55 s: dropout 0.1, batches of 1,500 tokens, warm-up to a tenth of the §5.3
     # peak). --time-budget counts steps only: the baseline, the tokenizer, fine-tuning, saving and the 15
     # evaluations took the rest. 4 layers (--layers 4; preset small has 3): on a GPU, at this
     # CPU's step counts, 4 layers averaged 84.17% over 16 fine-tunings of 8 encoders, 3 layers 83.05% (30%
