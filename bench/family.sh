@@ -19,19 +19,20 @@ for stage in "$@"; do
     # validate the mean of their last 5 validated states (--average-last 5, §6.1's checkpoint averaging) and
     # decay the rate linearly to 0 at the end of their budget (--decay linear, BERT's schedule).
     # Under 30 minutes of wall time in all (29 min 41 s, 29 min 41 s, 29 min 32 s and 29 min 24 s in four
-    # runs, the baseline included): 26.5 minutes of masked-language modelling on the SST-2 training
-    # sentences (labels unused) and the English of Tatoeba de-en and Multi30k, without dropout (the model
-    # underfits: dropout would only slow it), the sentences packed into rows of up to 64 tokens (--pack 64:
-    # one short Tatoeba sentence a row, 9 subwords on average, seldom trains the positions of SST-2 dev's
-    # sentences, 25 on average), then 1,500 steps of fine-tuning (2 min 37 s to 2 min 55 s: dropout 0.1,
-    # batches of 1,500 tokens, warm-up to a tenth of the §5.3 peak). --time-budget counts steps only: the baseline, the tokenizer, fine-tuning, saving and the 15
-    # evaluations took the rest. 4 layers (--layers 4; preset small has 3): on a GPU, at this
-    # CPU's step counts, 4 layers averaged 84.17% over 16 fine-tunings of 8 encoders, 3 layers 83.05% (30%
-    # masked, 6) and 83.34% (15%, 8). 30% of the tokens masked (--mask-rate 0.3; BERT's is 15%) gives each
-    # step twice the predictions for about 13% more time. On this CPU, fine-tuned with several seeds, the
-    # packed encoders average 84.44% (13), the unpacked 4-layer ones 83.87% (6), the 3-layer ones 83.85% (7):
-    # no difference shown. Four runs of this stage scored 83.94%, 83.83%, 84.75% and 85.21%, mean
-    # 84.43%; without --pack 83.37% and 83.26%; with 3 layers 84.86% and 83.37% (README: SST-2 results).
+    # runs, the baseline included): 26.5 minutes of masked-language modelling on the SST-2 training sentences
+    # (labels unused) and the English of Tatoeba de-en and Multi30k, without dropout (the model underfits:
+    # dropout would only slow it), the sentences packed into rows of up to 64 tokens (--pack 64: one short
+    # Tatoeba sentence a row, 9 subwords on average, seldom trains the positions of SST-2 dev's sentences, 25
+    # on average), then 1,500 steps of fine-tuning (2 min 37 s to 2 min 55 s: dropout 0.1, batches of 1,500
+    # tokens, warm-up to a tenth of the §5.3 peak). --time-budget counts steps only: the baseline, the
+    # tokenizer, fine-tuning, saving and the 15 evaluations took the rest. 4 layers (--layers 4; preset small
+    # has 3): on a GPU, at this CPU's step counts, 4 layers averaged 84.17% over 16 fine-tunings of 8
+    # encoders, 3 layers 83.05% (30% masked, 6) and 83.34% (15%, 8). 30% of the tokens masked (--mask-rate
+    # 0.3; BERT's is 15%) gives each step twice the predictions for about 13% more time. On this CPU,
+    # fine-tuned with several seeds, the packed encoders average 84.44% (13), the unpacked 4-layer ones 83.87%
+    # (6), the 3-layer ones 83.85% (7): no difference shown. Four runs of this stage scored 83.94%, 83.83%,
+    # 84.75% and 85.21%, mean 84.43%; without --pack 83.37% and 83.26%; with 3 layers 84.86% and 83.37%
+    # (README: SST-2 results).
     $A pretrain-mlm --text "$DATA/sst2/train.tsv.gz" "$DATA/tatoeba-de-en/train.en.gz" "$DATA/multi30k/train.en.gz" \
       --lowercase --out bench/out/sst2_mlm --overwrite --preset small --layers 4 --dropout 0 --mask-rate 0.3 --pack 64 --vocab-size 8000 \
       --batch-tokens 6000 --warmup 1000 --decay linear --time-budget 26.5 --bf16 2>&1 | tee bench/out/sst2_mlm.log
