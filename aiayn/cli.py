@@ -462,6 +462,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     opt = p.add_argument_group("optimisation (§5.3, §5.4)")
     opt.add_argument("--batch-tokens", dest="batch_tokens", type=POSITIVE, default=8000,
                      help="source+target tokens per batch")
+    opt.add_argument("--batch-widths", dest="batch_widths", type=POSITIVE,
+                     help="(source, target) lengths batches are padded to, chosen from the corpus (20): "
+                          "at most twice as many batch shapes")
     opt.add_argument("--accumulate", type=POSITIVE, default=1, help="batches per optimizer step")
     opt.add_argument("--label-smoothing", dest="label_smoothing", type=FRACTION, default=0.1)
     opt.add_argument("--warmup", dest="warmup_steps", type=POSITIVE, default=4000)
@@ -479,6 +482,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     stop.add_argument("--eval-every", dest="eval_every", type=POSITIVE, default=500)
     stop.add_argument("--bleu-sentences", dest="bleu_sentences", type=POSITIVE,
                       help="validate BLEU on the first N sentences")
+    stop.add_argument("--valid-share", dest="valid_share", type=number(float, above=0.0, maximum=1.0),
+                      help="skip scheduled validations while they have taken more than this share of the "
+                           "training time (0.05); the last step always validates")
     stop.add_argument("--save-every", dest="save_every", type=POSITIVE, default=500)
     stop.add_argument("--keep-last", dest="keep_last", type=POSITIVE, default=5)
     stop.add_argument("--log-every", dest="log_every", type=POSITIVE, default=10)

@@ -64,3 +64,30 @@ def bound_kernel_caches(capacity: int = 16) -> None:
     import os
 
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(capacity))
+
+
+def use_cuda_kernels(device: "torch.device") -> None:
+    """Process-wide choices for work on a CUDA device (nothing changes for another device):
+
+    - attention: flash attention and memory-efficient attention (and the math fallback), never
+      cuDNN's attention, which recent PyTorch prefers on Hopper GPUs for bfloat16 with a mask and
+      which builds a graph for every new shape and stride (tens of ms each, forward and backward
+      apart): decoding meets a new key length at every step;
+    - float32 matrix products in TF32 (`torch.set_float32_matmul_precision("high")`): about 8x
+      the float32 rate on tensor cores, 10 mantissa bits, as cuBLAS and cuDNN do by default for
+      convolutions.
+    """
+    import torch
+
+    if device.type != "cuda":
+        return
+    torch.backends.cuda.enable_cudnn_sdp(False)
+    torch.set_float32_matmul_precision("high")
+
+
+def compiled_graphs() -> int:
+    """How many graphs torch.compile has made in this process so far (TorchDynamo's own count):
+    one per compile and per recompile."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])

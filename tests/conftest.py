@@ -12,6 +12,12 @@ MULTI30K = SHARED_DATA / "multi30k"
 
 
 @pytest.fixture(scope="session")
+def shared_data() -> Path:
+    assert SHARED_DATA.is_dir(), f"the shared data is missing at {SHARED_DATA}"
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
 def multi30k_dir() -> Path:
     assert (MULTI30K / "train.de.gz").is_file(), f"the shared Multi30k copy is missing at {MULTI30K}"
     return MULTI30K

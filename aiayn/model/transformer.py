@@ -51,16 +51,25 @@ def look_ahead_mask(n_queries: int, n_keys: int, device: torch.device | None = N
 # ----------------------------------------------------------------------------- attention (§3.2)
 
 def scaled_dot_product_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, record: list[Tensor] | None = None
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, record: list[Tensor] | None = None,
+    causal: bool = False,
 ) -> Tensor:
     """Eq. 1: softmax(Q K^T / sqrt(d_k)) V, over [B, h, length, d_k] tensors.
 
-    `mask` is bool, True where a query may attend, broadcastable to [B, h, T_q, T_k]. The fused
-    PyTorch kernel does the work, except when the caller wants the weights (`record` is a list they
-    are appended to, [B, h, T_q, T_k]), which only the explicit path can give, and on the CPU for
-    short bfloat16 sequences (up to 64 keys: explicit bf16 products measured 1.2-1.5x faster; from
-    about 100 keys the fused kernel is faster, and it never holds the [B, h, T_q, T_k] scores) and
-    for the single query of a decoding step (the fused kernel's set-up outweighs its work there).
+    `mask` is bool, True where a query may attend, broadcastable to [B, h, T_q, T_k]; `causal` is
+    the look-ahead mask of §3.2.3 for as many queries as keys (query i sees keys <= i), given to
+    the fused kernel as `is_causal`, so that it skips the masked half instead of reading a mask.
+
+    Which kernel runs, by device and dtype:
+    - CUDA: PyTorch's fused kernels, flash attention where there is no mask (the decoder's
+      self-attention, a decoding step) and memory-efficient attention with a padding mask; never
+      cuDNN's, which builds a graph for every new shape (`aiayn.runtime.use_cuda_kernels`).
+    - CPU: the fused kernel, except for the single query of a decoding step and for short
+      bfloat16 sequences (up to 64 keys), where explicit products measured faster (1.2-1.5x for
+      bf16: the fused kernel's set-up outweighs its work there); from about 100 keys the fused
+      kernel is faster, and it never holds the [B, h, T_q, T_k] scores. Under torch.compile the
+      fused kernel always (no guard on the length, no recompiling when it crosses 64).
+    - Weights wanted (`record`, [B, h, T_q, T_k] appended): the explicit path, which alone has them.
     """
     # Keys and values held wider than the queries (see DecoderCache) set the dtype to work in.
     # Float32 for weights recorded for pictures (one sentence: no cost to speak of), and for a
@@ -73,18 +82,26 @@ def scaled_dot_product_attention(
     work_dtype = torch.float32 if record is not None or bf16_weights_on_cpu else k.dtype
     if q.dtype != work_dtype or k.dtype != work_dtype:
         return scaled_dot_product_attention(q.to(work_dtype), k.to(work_dtype), v.to(work_dtype), mask,
-                                            record).to(q.dtype)
-    short_bf16 = q.dtype == torch.bfloat16 and k.size(-2) <= 64
-    fused_is_slower = q.device.type == "cpu" and (short_bf16 or q.size(-2) == 1)
-    if record is None and not fused_is_slower:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                                            record, causal).to(q.dtype)
+    if record is None and not _explicit_is_faster(q, k):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    if causal:
+        mask = look_ahead_mask(q.size(-2), k.size(-2), q.device)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = scores.float().softmax(dim=-1)  # float32: bf16 exponentials lose too much
     if record is not None:
         record.append(weights.detach())
     return weights.to(v.dtype) @ v
+
+
+def _explicit_is_faster(q: Tensor, k: Tensor) -> bool:
+    """On the CPU, outside torch.compile: a decoding step's single query, or bfloat16 up to 64 keys.
+    The device is tested first, so that no length is looked at (and guarded on) elsewhere."""
+    if q.device.type != "cpu" or torch.compiler.is_compiling():
+        return False
+    return q.size(-2) == 1 or (q.dtype == torch.bfloat16 and k.size(-2) <= 64)
 
 
 class MultiHeadAttention(nn.Module):
@@ -112,7 +129,7 @@ class MultiHeadAttention(nn.Module):
 
     def forward(
         self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None,
-        record: list[Tensor] | None = None, group: int = 1,
+        record: list[Tensor] | None = None, group: int = 1, causal: bool = False,
     ) -> Tensor:
         """query [B, T, d]; key, value from `project_key_value`: [B / group, h, S, d_k]; returns [B, T, d].
 
@@ -124,7 +141,7 @@ class MultiHeadAttention(nn.Module):
         rows, heads, length, d_k = q.shape
         if group > 1:
             q = q.view(rows // group, group, heads, length, d_k).transpose(1, 2).reshape(rows // group, heads, -1, d_k)
-        attended = scaled_dot_product_attention(q, key, value, mask, record)
+        attended = scaled_dot_product_attention(q, key, value, mask, record, causal)
         if group > 1:
             attended = attended.view(rows // group, heads, group, length, d_k).transpose(1, 2)
         return self.out_proj(attended.reshape(rows, heads, length, d_k).transpose(1, 2).reshape(rows, length, -1))
@@ -212,14 +229,18 @@ class DecoderLayer(nn.Module):
     def forward(
         self, x: Tensor, memory_kv: KeyValue | None, memory_mask: Tensor | None, look_ahead: Tensor | None,
         cache: DecoderCache | None = None, index: int = 0, record: AttentionMaps | None = None,
+        causal: bool = False,
     ) -> Tensor:
         """With a `cache`, x holds the new positions only; their keys and values join the cached
-        ones (this is layer `index`), and the cache's beams share the encoder's keys and values."""
+        ones (this is layer `index`), and the cache's beams share the encoder's keys and values.
+        The look-ahead mask of §3.2.3 is `causal` (as many queries as keys) or `look_ahead` (new
+        positions after cached ones)."""
         h = self.self_attention_residual.sublayer_input(x)
         key, value = self.self_attention.project_key_value(h)
         if cache is not None:
             key, value = cache.extend(index, key, value)
-        attended = self.self_attention(h, key, value, look_ahead, record.decoder_self if record else None)
+        attended = self.self_attention(h, key, value, look_ahead, record.decoder_self if record else None,
+                                       causal=causal)
         x = self.self_attention_residual(x, attended)
 
         if self.cross_attention is not None:
@@ -418,10 +439,12 @@ class Decoder(nn.Module):
     ) -> Tensor:
         past = cache.length if cache is not None else 0
         n_new = x.size(1)
-        # One new token may look at every cached position: no mask needed.
-        look_ahead = None if n_new == 1 else look_ahead_mask(n_new, past + n_new, x.device)
+        # One new token may look at every cached position: no mask needed. New positions from the
+        # start are the causal case; only new positions after cached ones need a mask tensor.
+        causal = n_new > 1 and past == 0
+        look_ahead = look_ahead_mask(n_new, past + n_new, x.device) if n_new > 1 and past > 0 else None
         for i, layer in enumerate(self.layers):
-            x = layer(x, memory_kv[i] if memory_kv else None, memory_mask, look_ahead, cache, i, record)
+            x = layer(x, memory_kv[i] if memory_kv else None, memory_mask, look_ahead, cache, i, record, causal)
         if cache is not None:
             cache.advance(n_new)
         return self.final_norm(x)
@@ -497,19 +520,30 @@ class Transformer(nn.Module):
         `new_cache`), which holds the encoder's side; `tgt_in` then holds only the new positions,
         which follow the cached ones.
         """
+        return self.output_projection(self.decoder_output(tgt_in, memory, src_mask, cache, record))
+
+    def decoder_output(
+        self, tgt_in: Tensor, memory: Tensor | None = None, src_mask: Tensor | None = None,
+        cache: DecoderCache | None = None, record: AttentionMaps | None = None,
+    ) -> Tensor:
+        """`decode` before the output projection: the decoder stack's output [B, T, d]."""
         if cache is not None:
             memory_kv, memory_mask, offset = cache.cross, cache.memory_mask, cache.length
         else:
             memory_kv = [layer.cross_attention.project_key_value(memory) for layer in self.decoder.layers]
             memory_mask, offset = key_padding_mask(src_mask), 0
         x = self.target_embeddings(tgt_in, offset)
-        x = self.decoder(x, memory_kv, memory_mask, cache, record)
-        return self.output_projection(x)
+        return self.decoder(x, memory_kv, memory_mask, cache, record)
+
+    def teacher_forcing_output(self, src: Tensor, tgt_in: Tensor, record: AttentionMaps | None = None) -> Tensor:
+        """`forward` before the output projection [B, T, d]: training projects only the positions
+        of real target tokens (aiayn.training.loss)."""
+        memory = self.encode(src, record)
+        return self.decoder_output(tgt_in, memory, padding_mask(src, self.config.pad_id), record=record)
 
     def forward(self, src: Tensor, tgt_in: Tensor, record: AttentionMaps | None = None) -> Tensor:
         """Teacher forcing: logits [B, T, vocab] for src [B, S] and tgt_in [B, T] (<sos> + target)."""
-        memory = self.encode(src, record)
-        return self.decode(tgt_in, memory, padding_mask(src, self.config.pad_id), record=record)
+        return self.output_projection(self.teacher_forcing_output(src, tgt_in, record))
 
 
 def parameter_counts(model: Transformer) -> dict[str, int]:

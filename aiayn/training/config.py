@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aiayn.data.batching import DEFAULT_WIDTHS
 from aiayn.errors import InputError
 
 
@@ -26,6 +27,7 @@ class TrainConfig:
     max_length: int = 250  # subword tokens per side; longer pairs are skipped and counted
     sample_sentences: int = 1_000_000  # sentences SentencePiece learns the vocabulary from (a random sample)
     batch_tokens: int = 8000  # source + target tokens per batch, padding included (§5.1), per process
+    batch_widths: int = DEFAULT_WIDTHS  # (source, target) widths batches are padded to: at most twice as many shapes
     accumulate: int = 1  # batches per process per optimizer step (an effective batch larger than memory holds)
     label_smoothing: float = 0.1  # §5.4
     warmup_steps: int = 4000  # §5.3
@@ -38,6 +40,7 @@ class TrainConfig:
     max_epochs: int | None = None
     time_budget_s: float | None = None  # seconds of training steps (validation not counted)
     eval_every: int = 500
+    valid_share: float = 0.05  # a scheduled validation is skipped while validating has taken more of the time
     bleu_sentences: int | None = None  # validate BLEU on the first N validation sentences (None: all)
     save_every: int = 500
     keep_last: int = 5
@@ -50,8 +53,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not (self.max_steps or self.max_epochs or self.time_budget_s):
             raise InputError("no stopping rule: give --max-steps, --max-epochs or --time-budget")
-        at_least_one = ("vocab_size", "max_length", "sample_sentences", "batch_tokens", "accumulate", "warmup_steps",
-                        "eval_every", "save_every", "keep_last", "log_every")
+        at_least_one = ("vocab_size", "max_length", "sample_sentences", "batch_tokens", "batch_widths", "accumulate",
+                        "warmup_steps", "eval_every", "save_every", "keep_last", "log_every")
         for name in at_least_one:
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -59,6 +62,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise InputError(f"{name} must not be negative, got {value}")
+        if not 0.0 < self.valid_share <= 1.0:
+            raise InputError(f"valid_share must be in (0, 1], got {self.valid_share}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise InputError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not (self.lr_scale > 0 and 0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1 and self.adam_eps > 0):
@@ -83,4 +88,5 @@ class Position:
     batch: int = 0  # index of the next batch within that epoch (batches of all processes counted)
     tokens: int = 0  # target tokens trained on (all processes)
     train_seconds: float = 0.0  # time in training steps so far
+    valid_seconds: float = 0.0  # time in validation so far (process 0's)
     best_bleu: float = -1.0

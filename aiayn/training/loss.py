@@ -1,10 +1,22 @@
-"""§5.4: label smoothing of value eps_ls = 0.1, over the whole vocabulary, padding ignored."""
+"""§5.4: label smoothing of value eps_ls = 0.1, over the whole vocabulary, padding ignored.
+
+Training asks for the loss of the decoder's output at the real target positions only
+(`TeacherForcingLoss`): padding is dropped before the output projection (§3.4), and the projection
+and the loss run together in chunks of rows (`projected_label_smoothed_loss`), so that no [N, vocab]
+float32 tensor is ever whole in memory. Under torch.compile the plain formula runs instead, which
+the compiler fuses into a few passes over the (bfloat16) logits.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Logits per chunk of the fused projection and loss: 256 MiB of float32 on a GPU (a few large
+# matrix products per batch), 16 MiB on a CPU (a chunk stays in cache while it is read ~8 times).
+CHUNK_ELEMENTS = {"cuda": 1 << 26, "cpu": 1 << 22}
 
 
 @dataclass
@@ -16,51 +28,104 @@ class LossSums:
     tokens: Tensor  # a count, as a tensor: reading it would wait for the device
 
 
-class _LabelSmoothedCrossEntropy(torch.autograd.Function):
-    """Per-token smoothed loss and NLL from logits [N, V], with a hand-written backward.
+def label_smoothed_terms(logits: Tensor, target: Tensor, smoothing: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Per row of float32 logits [N, V]: the smoothed loss, the NLL and logsumexp.
 
-    loss = (1 - eps) * (lse - logit[target]) + eps * (lse - mean(logits)), lse = logsumexp(logits);
-    d loss / d logits = softmax(logits) - (1 - eps) * onehot(target) - eps / V, and
-    d nll / d logits = softmax(logits) - onehot(target).
-    Autograd through log_softmax + gather + mean materialises several [N, V] float32 tensors;
-    this keeps only the logits and one [N] vector, and the backward writes one new [N, V] tensor
-    (never into the caller's logits).
-    """
-
-    @staticmethod
-    def forward(ctx, logits: Tensor, target: Tensor, weight: Tensor, smoothing: float) -> tuple[Tensor, Tensor]:
-        logits32 = logits.float()
-        lse = torch.logsumexp(logits32, dim=-1)
-        nll = lse - logits32.gather(-1, target[:, None]).squeeze(-1)
-        smoothed = (1.0 - smoothing) * nll + smoothing * (lse - logits32.mean(dim=-1))
-        ctx.save_for_backward(logits, target, weight, lse)
-        ctx.smoothing = smoothing
-        return smoothed * weight, nll * weight
-
-    @staticmethod
-    def backward(ctx, grad_smoothed: Tensor | None, grad_nll: Tensor | None) -> tuple[Tensor | None, ...]:
-        logits, target, weight, lse = ctx.saved_tensors
-        eps = ctx.smoothing
-        g_smoothed = weight * (grad_smoothed if grad_smoothed is not None else 0.0)
-        g_nll = weight * (grad_nll if grad_nll is not None else 0.0)
-        # A new float32 tensor (type promotion), never the caller's logits: `logits.float().sub_()`
-        # would write into them when they are float32 already.
-        grad = logits - lse[:, None]
-        grad.exp_().mul_((g_smoothed + g_nll)[:, None]).sub_((eps / logits.size(-1)) * g_smoothed[:, None])
-        grad.scatter_add_(-1, target[:, None], -((1.0 - eps) * g_smoothed + g_nll)[:, None])
-        return grad.to(logits.dtype), None, None, None
+    loss = (1 - eps) * (lse - logit[target]) + eps * (lse - mean(logits)): cross-entropy against
+    (1 - eps) on the true token + eps spread evenly over the vocabulary."""
+    lse = torch.logsumexp(logits, dim=-1)
+    nll = lse - logits.gather(-1, target[:, None]).squeeze(-1)
+    return (1.0 - smoothing) * nll + smoothing * (lse - logits.mean(dim=-1)), nll, lse
 
 
 def label_smoothed_loss(logits: Tensor, target: Tensor, pad_id: int, smoothing: float = 0.1) -> LossSums:
-    """Cross-entropy against (1 - eps) on the true token + eps spread evenly over the vocabulary.
-
-    Computed in float32 whatever the logits' dtype (bf16 logits would lose the small differences
-    that matter here). Padding positions count zero; a batch with no real token gives zero sums
-    rather than NaN. Both sums carry gradients (training uses the smoothed one; the NLL is there
-    for perplexity, or for training without smoothing).
-    """
-    vocab = logits.size(-1)
+    """The loss from whole logits [..., V] and targets [...] (padding counts zero): plain autograd,
+    in float32 whatever the logits' dtype. The reference the fused path is tested against, and the
+    loss for callers that have logits anyway."""
     flat_target = target.reshape(-1)
     weight = (flat_target != pad_id).float()
-    smoothed, nll = _LabelSmoothedCrossEntropy.apply(logits.reshape(-1, vocab), flat_target, weight, smoothing)
-    return LossSums(smoothed=smoothed.sum(), nll=nll.sum(), tokens=weight.sum())
+    smoothed, nll, _ = label_smoothed_terms(logits.reshape(-1, logits.size(-1)).float(), flat_target, smoothing)
+    return LossSums(smoothed=(smoothed * weight).sum(), nll=(nll * weight).sum(), tokens=weight.sum())
+
+
+def _smoothed_logit_gradient_(logits: Tensor, lse: Tensor, target: Tensor, smoothing: float) -> Tensor:
+    """d loss / d logits = softmax(logits) - (1 - eps) * onehot(target) - eps / V, written over
+    `logits` (a float32 chunk of the caller's own)."""
+    grad = logits.sub_(lse[:, None]).exp_().sub_(smoothing / logits.size(-1))
+    return grad.scatter_add_(1, target[:, None], torch.full_like(lse[:, None], smoothing - 1.0))
+
+
+class _ProjectedLabelSmoothedLoss(torch.autograd.Function):
+    """Summed smoothed loss and NLL of `hidden @ weight.T + bias` against `target`, chunk by chunk.
+
+    A chunk's logits live only while its loss and its gradients are computed: the gradients of
+    hidden, weight and bias come out of the forward (as Liger's fused linear cross-entropy does),
+    and the backward only scales them by the incoming gradient. Products run in `compute_dtype`
+    (autocast's), the softmax and the loss in float32. The NLL is for logging: not differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, smoothing: float,
+                compute_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        wants_grad = any(ctx.needs_input_grad[:3])
+        h, w = hidden.to(compute_dtype), weight.to(compute_dtype)
+        b = None if bias is None else bias.to(compute_dtype)
+        totals = torch.zeros(2, dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden) if wants_grad else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if wants_grad else None
+        grad_bias = torch.zeros_like(bias, dtype=torch.float32) if wants_grad and bias is not None else None
+        rows = max(1, CHUNK_ELEMENTS.get(hidden.device.type, CHUNK_ELEMENTS["cpu"]) // weight.size(0))
+        for start in range(0, h.size(0), rows):
+            part, part_target = h[start:start + rows], target[start:start + rows]
+            logits = F.linear(part, w, b).float()
+            smoothed, nll, lse = label_smoothed_terms(logits, part_target, smoothing)
+            totals += torch.stack([smoothed.sum(), nll.sum()])
+            if wants_grad:
+                grad = _smoothed_logit_gradient_(logits, lse, part_target, smoothing).to(compute_dtype)
+                grad_hidden[start:start + rows] = grad @ w
+                grad_weight += grad.t() @ part
+                if grad_bias is not None:
+                    grad_bias += grad.sum(dim=0)
+        if wants_grad:  # in the parameters' own dtypes, as autograd would give them
+            grad_weight = grad_weight.to(weight.dtype)
+            grad_bias = None if grad_bias is None else grad_bias.to(bias.dtype)
+        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
+        smoothed_sum, nll_sum = totals.unbind()
+        ctx.mark_non_differentiable(nll_sum)
+        return smoothed_sum, nll_sum
+
+    @staticmethod
+    def backward(ctx, grad_smoothed: Tensor, grad_nll: Tensor | None) -> tuple[Tensor | None, ...]:
+        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+        scaled = [None if g is None else g * grad_smoothed for g in (grad_hidden, grad_weight, grad_bias)]
+        return (*scaled, None, None, None)
+
+
+def projected_label_smoothed_loss(hidden: Tensor, projection: nn.Linear, target: Tensor,
+                                  smoothing: float = 0.1) -> tuple[Tensor, Tensor]:
+    """Summed smoothed loss (differentiable) and NLL of `projection(hidden)` [N, V] against
+    `target` [N] (real tokens only: no padding here), without the [N, V] logits in float32."""
+    device = hidden.device.type
+    if torch.compiler.is_compiling():  # the compiler fuses the plain formula; chunks would guard on N
+        smoothed, nll, _ = label_smoothed_terms(projection(hidden).float(), target, smoothing)
+        return smoothed.sum(), nll.sum().detach()
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else projection.weight.dtype
+    with torch.autocast(device, enabled=False):
+        return _ProjectedLabelSmoothedLoss.apply(hidden, projection.weight, projection.bias, target, smoothing, dtype)
+
+
+class TeacherForcingLoss(nn.Module):
+    """The training objective of a Transformer as one module, which DDP wraps and torch.compile
+    compiles whole (the loss with the model): forward(src, tgt_in, tgt_out, positions) gives the
+    summed smoothed loss and NLL over the real target tokens, `positions` their flat indices into
+    tgt_out (aiayn.data.batching.Batch)."""
+
+    def __init__(self, model: nn.Module, smoothing: float):
+        super().__init__()
+        self.model, self.smoothing = model, smoothing
+
+    def forward(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        output = self.model.teacher_forcing_output(src, tgt_in)
+        real = output.flatten(0, 1).index_select(0, positions)
+        target = tgt_out.flatten().index_select(0, positions)
+        return projected_label_smoothed_loss(real, self.model.output_projection, target, self.smoothing)

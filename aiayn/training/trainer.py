@@ -23,17 +23,17 @@ import torch
 from tqdm import tqdm
 
 from aiayn import checkpoint
-from aiayn.data.batching import Batch, EpochPlan, TokenBatches, collate
+from aiayn.data.batching import MIN_ROWS, Batch, EpochPlan, TokenBatches, collate
 from aiayn.data.prepared import PreparedData
 from aiayn.data.tokenizer import Tokenizer
 from aiayn.decoding.translator import Translator
 from aiayn.errors import InputError, TrainingDiverged
 from aiayn.evaluation.bleu import bleu
 from aiayn.model import ModelConfig, Transformer
-from aiayn.runtime import check_device, keep_freed_memory
+from aiayn.runtime import check_device, compiled_graphs, keep_freed_memory, use_cuda_kernels
 from aiayn.training.config import Position, TrainConfig
 from aiayn.training.distributed import Group
-from aiayn.training.loss import label_smoothed_loss
+from aiayn.training.loss import TeacherForcingLoss
 from aiayn.training.run import Metrics, create_run, data_dir, load_run, say
 from aiayn.training.schedule import learning_rate
 
@@ -55,10 +55,14 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
             optimizer.state[parameter] = state
 
 
+# Fields a checkpoint of an earlier version lacks (their defaults then apply).
+POSITION_FIELDS_ADDED = {"valid_seconds"}
+
+
 def _position(state: dict[str, Any], path: Path) -> Position:
     """The Position a checkpoint recorded, checked field by field."""
     fields = {f.name: f.type for f in dataclasses.fields(Position)}
-    if set(state) != set(fields):
+    if set(state) - set(fields) or set(fields) - set(state) - POSITION_FIELDS_ADDED:
         raise checkpoint.CheckpointError(f"{path}: not a training position (fields {sorted(state)})")
     for name, value in state.items():
         wanted = (int,) if fields[name] == "int" else (int, float)
@@ -74,36 +78,33 @@ class BatchStream:
         self.data = data
         lengths = data.lengths()
         # Rows as batched: source + </s>, <s> + target.
-        self.batches = TokenBatches(lengths[:, 0] + 1, lengths[:, 1] + 1, config.batch_tokens, seed=config.seed)
-        self.lengths: dict[int, int] = {}  # batches per epoch: it varies with the random tie-breaks
+        self.batches = TokenBatches(lengths[:, 0] + 1, lengths[:, 1] + 1, config.batch_tokens, seed=config.seed,
+                                    widths=config.batch_widths)
+        self.per_epoch = len(self.batches)  # batches in every epoch alike
         self.plan: tuple[int, EpochPlan] | None = None
 
     def epoch(self, epoch: int) -> EpochPlan:
         if self.plan is None or self.plan[0] != epoch:
             self.plan = (epoch, self.batches.epoch(epoch))
-            self.lengths[epoch] = len(self.plan[1])
         return self.plan[1]
-
-    def batches_in(self, epoch: int) -> int:
-        if epoch not in self.lengths:
-            self.lengths[epoch] = len(self.batches.epoch(epoch))
-        return self.lengths[epoch]
 
     def following(self, epoch: int, index: int) -> tuple[int, int]:
         """The position after batch `index` of `epoch`."""
-        return (epoch, index + 1) if index + 1 < self.batches_in(epoch) else (epoch + 1, 0)
+        return (epoch, index + 1) if index + 1 < self.per_epoch else (epoch + 1, 0)
 
-    def take(self, count: int, epoch: int, index: int) -> list[np.ndarray]:
-        """`count` batches (pair indices) from (epoch, index) on."""
+    def take(self, count: int, epoch: int, index: int) -> list[tuple[np.ndarray, tuple[int, int]]]:
+        """`count` batches (pair indices, and the widths to pad them to) from (epoch, index) on."""
         taken = []
+        if index >= self.per_epoch:  # a position from batching of an earlier version
+            epoch, index = epoch + 1, 0
         while len(taken) < count:
             plan = self.epoch(epoch)
-            taken.append(plan[index])
+            taken.append((plan[index], plan.width(index)))
             epoch, index = self.following(epoch, index)
         return taken
 
-    def read(self, pairs: np.ndarray) -> Batch:
-        return collate(*self.data.read_pairs(pairs.tolist()))
+    def read(self, pairs: np.ndarray, widths: tuple[int, int]) -> Batch:
+        return collate(*self.data.read_pairs(pairs.tolist()), widths, MIN_ROWS)
 
 
 class Trainer:
@@ -111,22 +112,40 @@ class Trainer:
         self.run_dir, self.config, self.group, self.tokenizer = run_dir, config, group, tokenizer
         keep_freed_memory()
         self.device = group.device(config.device)
+        use_cuda_kernels(self.device)
         self.model = model.to(self.device)
-        wrapped = self.model
+        # The model with its loss, as one module: DDP wraps it and torch.compile compiles it whole.
+        self.objective = TeacherForcingLoss(self.model, config.label_smoothing)
+        wrapped = self.objective
         if group.active:
+            # The sinusoid tables are the same in every process: no buffer is sent at each forward.
+            # Gradients are views of DDP's all-reduce buckets: no copy in and out of them.
             wrapped = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False, gradient_as_bucket_view=True)
         self.ddp = wrapped if group.active else None
+        if config.compile:
+            # Dynamic shapes, and no "duck sizing": by default a source and a target of the same
+            # length in the first batch are assumed equal for good, and the first batch where
+            # they differ compiles a second graph.
+            torch.fx.experimental._config.use_duck_shape = False
         self.forward = torch.compile(wrapped, dynamic=True) if config.compile else wrapped
+        self.graphs_before = compiled_graphs() if config.compile else 0
         self.metrics = Metrics(run_dir)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=0.0, betas=(config.adam_beta1, config.adam_beta2),
                                           eps=config.adam_eps, fused=True)
         self.position = Position()
         self.data = PreparedData(data_dir(run_dir, config))
         self.stream = BatchStream(self.data, config)
+        if group.is_main:
+            batches = self.stream.batches
+            say(f"batches: {len(batches):,} an epoch in {len(batches.shapes())} shapes, "
+                f"padding {batches.padding_share():.1%} of their tokens")
         self.valid = self.data.valid_text()
         self.diverged = torch.zeros((), device=self.device)  # set on the device, looked at when it costs no sync
         self.checked_step = 0
+        self.skipped_validation = False
+        self.first_step_seconds: float | None = None
 
     # ------------------------------------------------------------------ checkpoints
     def _rng_states(self) -> dict[str, torch.Tensor]:
@@ -199,7 +218,7 @@ class Trainer:
         prepared data and collated (in pinned memory for a GPU). Runs ahead, on a reader thread."""
         a, rank = self.config.accumulate, self.group.rank
         batches = self.stream.take(self.group.world_size * a, epoch, index)
-        mine = [self.stream.read(ids) for ids in batches[rank * a:(rank + 1) * a]]
+        mine = [self.stream.read(ids, widths) for ids, widths in batches[rank * a:(rank + 1) * a]]
         return [b.pin_memory() for b in mine] if self.device.type == "cuda" else mine
 
     def train_step(self, batches: list[Batch]) -> torch.Tensor:
@@ -207,8 +226,9 @@ class Trainer:
         summed over the processes: [smoothed loss, NLL, target tokens, seconds, non-finite flag],
         on the device (reading it would wait for the device: the caller does that only when it logs)."""
         mine = [b.to(self.device, non_blocking=True) for b in batches]
-        pad = self.model.config.pad_id
-        tokens = self.group.sum(sum((b.tgt_out != pad).sum() for b in mine).float())
+        # Counted on the host (the batch knows its real tokens): nothing to wait for on the device.
+        counted = torch.tensor([float(sum(b.n_target_tokens for b in batches))], pin_memory=self.device.type == "cuda")
+        tokens = self.group.sum(counted.to(self.device, non_blocking=True))[0]
         # DDP averages gradients over processes; scaling by the world size makes that a sum.
         scale = self.group.world_size / tokens.clamp(min=1.0)
         sums = torch.zeros(2, device=self.device)
@@ -216,10 +236,9 @@ class Trainer:
             last = i == len(mine) - 1
             with self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext():
                 with self._autocast():
-                    logits = self.forward(batch.src, batch.tgt_in)
-                loss = label_smoothed_loss(logits, batch.tgt_out, pad, self.config.label_smoothing)
-                (loss.smoothed * scale).backward()
-            sums += torch.stack([loss.smoothed.detach(), loss.nll.detach()])
+                    smoothed, nll = self.forward(batch.src, batch.tgt_in, batch.tgt_out, batch.positions)
+                (smoothed * scale).backward()
+            sums += torch.stack([smoothed.detach(), nll.detach()])
         now = time.perf_counter()  # this step so far, and the previous step's optimizer update
         seconds = torch.tensor([now - self.clock], pin_memory=self.device.type == "cuda")
         self.clock = now
@@ -263,16 +282,17 @@ class Trainer:
         keep = np.array([i for i, (s, t) in enumerate(zip(src_ids, tgt_ids)) if s and t])
         src_len = np.array([len(src_ids[i]) + 1 for i in keep])
         tgt_len = np.array([len(tgt_ids[i]) + 1 for i in keep])
-        budget = max(self.config.batch_tokens, int((src_len + tgt_len).max()))
-        plan = TokenBatches(src_len, tgt_len, budget).epoch(0)
-        smoothed = nll = tokens = 0.0
+        budget = max(self.config.batch_tokens, int(src_len.max() + tgt_len.max()))
+        plan = TokenBatches(src_len, tgt_len, budget, widths=self.config.batch_widths).epoch(0)
+        sums, tokens = torch.zeros(2, dtype=torch.float64, device=self.device), 0  # the sums read once, at the end
         for k in range(len(plan)):
             rows = keep[plan[k]]
-            batch = collate([src_ids[i] for i in rows], [tgt_ids[i] for i in rows]).to(self.device)
+            batch = collate([src_ids[i] for i in rows], [tgt_ids[i] for i in rows], plan.width(k)).to(self.device)
             with self._autocast():
-                logits = self.model(batch.src, batch.tgt_in)
-            sums = label_smoothed_loss(logits, batch.tgt_out, self.model.config.pad_id, self.config.label_smoothing)
-            smoothed, nll, tokens = smoothed + sums.smoothed.item(), nll + sums.nll.item(), tokens + sums.tokens.item()
+                smoothed, nll = self.objective(batch.src, batch.tgt_in, batch.tgt_out, batch.positions)
+            sums += torch.stack([smoothed, nll])
+            tokens += batch.n_target_tokens
+        smoothed, nll = sums.tolist()
         n = self.config.bleu_sentences or len(src_text)
         with self._autocast():
             hypotheses = Translator(self.model, self.tokenizer).translate(src_text[:n], beam=1)
@@ -290,7 +310,7 @@ class Trainer:
     def _epoch_progress(self) -> float:
         """Epochs done, with the fraction of the current one (for logs and the progress bar)."""
         p = self.position
-        return p.epoch + p.batch / self.stream.batches_in(p.epoch)
+        return p.epoch + p.batch / self.stream.per_epoch
 
     def _fraction_done(self) -> float:
         c, p = self.config, self.position
@@ -345,10 +365,12 @@ class Trainer:
                    mininterval=0.5 if sys.stderr.isatty() else 30, initial=int(1000 * self._fraction_done()),
                    bar_format="{percentage:3.0f}%|{bar:20}| {elapsed}<{remaining} {postfix}")
         window = torch.zeros(5, dtype=torch.float64, device=self.device)  # smoothed, nll, tokens, seconds, (flag)
-        steps = 0
+        steps, started = 0, time.perf_counter()
         for stats in self._steps():
             window += stats
             steps += 1
+            if steps == 1:
+                self._first_step_done(started)
             done = self._done()
             if p.step % c.log_every == 0 or done:
                 smoothed, nll, tokens, seconds, _ = window.tolist()
@@ -357,23 +379,61 @@ class Trainer:
                               train_loss=smoothed / tokens, train_nll=nll / tokens,
                               train_ppl=math.exp(min(nll / tokens, 50.0)), lr=self.current_lr(p.step),
                               tokens_per_s=tokens / seconds, train_seconds=p.train_seconds)
+                if self.first_step_seconds is not None:
+                    record["first_step_seconds"], self.first_step_seconds = self.first_step_seconds, None
+                if c.compile:
+                    record["compiled_graphs"] = self.graphs
                 if self.group.is_main:
                     self.metrics.record(**record)
                 bar.set_postfix_str(f"step {p.step} loss {record['train_loss']:.3f} ppl {record['train_ppl']:.1f} "
                                     f"{record['tokens_per_s']:,.0f} tok/s lr {record['lr']:.2e}", refresh=False)
                 window.zero_()
             bar.update(int(1000 * self._fraction_done()) - bar.n)
-            validates = bool(self.valid) and (p.step % c.eval_every == 0 or done)
-            if validates and self.group.is_main:
-                self._validate_and_keep_best()
+            scheduled = bool(self.valid) and (p.step % c.eval_every == 0 or done)
+            if scheduled and self.group.is_main:
+                self._validate_within_share(done)
             if p.step % c.save_every == 0 or done:
                 self.save()
-            if validates:
+            if scheduled:
                 # The others wait for process 0 here, in time not counted as training (they would
                 # otherwise wait in their next step's collectives, and count it).
                 self.group.barrier()
         bar.close()
+        if c.compile and self.group.is_main:
+            say(f"torch.compile made {self.graphs} graph(s) for {len(self.stream.batches.shapes())} batch shapes")
+        if self.valid and self.group.is_main and p.train_seconds > 0:
+            say(f"validation took {p.valid_seconds:.1f} s, {100 * p.valid_seconds / p.train_seconds:.1f}% of the "
+                f"{p.train_seconds:.0f} s of training steps")
         return p
+
+    @property
+    def graphs(self) -> int:
+        """Graphs torch.compile made for this run's steps (0 without --compile)."""
+        return compiled_graphs() - self.graphs_before if self.config.compile else 0
+
+    def _first_step_done(self, started: float) -> None:
+        """How long this process's first step took, compiling included (waits for the device once):
+        logged with the first record."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.first_step_seconds = round(time.perf_counter() - started, 3)
+        if self.config.compile and self.group.is_main:
+            say(f"first step done {self.first_step_seconds:.1f} s after the start (compiling included)")
+
+    def _validate_within_share(self, last: bool) -> None:
+        """Validate, unless validating has taken more than `valid_share` of the training time so
+        far (the last step always validates: its weights are the run's result)."""
+        c, p = self.config, self.position
+        if not last and p.valid_seconds > c.valid_share * p.train_seconds:
+            if not self.skipped_validation:
+                say(f"step {p.step}: validation skipped, and later ones while validating has taken more than "
+                    f"{c.valid_share:.0%} of the training time ({p.valid_seconds:.1f} s of {p.train_seconds:.1f} s; "
+                    "--valid-share, --bleu-sentences and --eval-every set it)")
+            self.skipped_validation = True
+            return
+        started = time.perf_counter()
+        self._validate_and_keep_best()
+        p.valid_seconds += time.perf_counter() - started
 
     def _validate_and_keep_best(self) -> None:
         p = self.position

@@ -218,23 +218,14 @@ def test_resume_across_epoch_boundaries_is_bitwise_exact(number_corpus, tmp_path
     data = tmp_path / "data"
     prepare(data, str(number_corpus["train_en"]), str(number_corpus["train_de"]), options=PrepareOptions(vocab_size=300))
     lengths = PreparedData(data).lengths()
-    # Epochs differ in their number of batches (random tie-breaks); the old bug took every epoch to
-    # be as long as epoch 0, so it skipped batches of a longer one. Find a batch size with one.
-    for batch_tokens in range(600, 1000, 4):
-        batches = TokenBatches(lengths[:, 0] + 1, lengths[:, 1] + 1, batch_tokens, seed=5)
-        per_epoch = [len(batches.epoch(e)) for e in range(4)]
-        longer = next((e for e in range(1, 4) if per_epoch[e] > per_epoch[0]), None)
-        if longer:
-            break
-    assert longer, "no batch size gives an epoch longer than the first"
-    before = sum(per_epoch[:longer])
-    total = before + per_epoch[longer] + 3
-    config = dict(data=str(data), train_src="", train_tgt="", batch_tokens=batch_tokens)
+    per_epoch = len(TokenBatches(lengths[:, 0] + 1, lengths[:, 1] + 1, 600, seed=5))
+    total = 2 * per_epoch + 3
+    config = dict(data=str(data), train_src="", train_tgt="")
     model = ModelConfig.preset("tiny", d_model=16, d_ff=32)
     resumed = tmp_path / "resumed"
-    # Stop at the end of epoch 0, then inside the longer epoch where epoch 0's count would end it.
-    train(resumed, model, tiny_config(number_corpus, max_steps=per_epoch[0], **config))
-    for stop in (before + per_epoch[0], total):
+    # Stop at the end of epoch 0, just after the end of epoch 1, then inside epoch 2.
+    train(resumed, model, tiny_config(number_corpus, max_steps=per_epoch, **config))
+    for stop in (2 * per_epoch + 1, total):
         train(resumed, config=TrainConfig(max_steps=stop), resume=True)
     straight = tmp_path / "straight"
     train(straight, model, tiny_config(number_corpus, max_steps=total, **config))
@@ -242,10 +233,10 @@ def test_resume_across_epoch_boundaries_is_bitwise_exact(number_corpus, tmp_path
     assert all(torch.equal(a[k], b[k]) for k in a)
     state_a, _ = checkpoint.load_training_state(checkpoint.step_checkpoints(straight)[-1])
     state_b, _ = checkpoint.load_training_state(checkpoint.step_checkpoints(resumed)[-1])
-    assert (state_a["epoch"], state_a["batch"]) == (state_b["epoch"], state_b["batch"]) == (longer + 1, 3)
-    # --max-epochs trains whole epochs, whatever their lengths.
-    epochs = train(tmp_path / "epochs", model, tiny_config(number_corpus, max_epochs=longer + 1, **config))
-    assert epochs.position.step == before + per_epoch[longer]
+    assert (state_a["epoch"], state_a["batch"]) == (state_b["epoch"], state_b["batch"]) == (2, 3)
+    # --max-epochs trains whole epochs.
+    epochs = train(tmp_path / "epochs", model, tiny_config(number_corpus, max_epochs=2, **config))
+    assert epochs.position.step == 2 * per_epoch
 
 
 def test_resumed_steps_are_logged_once(number_corpus, tmp_path: Path) -> None:
@@ -353,3 +344,25 @@ def test_demo_refuses_a_users_folder_and_replaces_only_with_overwrite(tmp_path: 
     with pytest.raises(InputError, match="not an aiayn run"):
         run_demo(mine, minutes=0.01, n_train=300, n_test=10, overwrite=True)
     assert [p.name for p in mine.iterdir()] == ["config.json"]
+
+
+# ----------------------------------------------------------------------------- torch.compile
+
+def test_compile_makes_one_graph_for_every_batch_shape_with_the_loss_inside(number_corpus, tmp_path: Path) -> None:
+    """Batches come in few shapes, and torch.compile (dynamic shapes) compiles the model with its
+    loss once for all of them: no recompiling as source and target widths and rows change."""
+    from torch._dynamo.utils import counters
+
+    from aiayn.model import ModelConfig
+
+    breaks_before = sum(counters["graph_break"].values())
+    trainer = train(tmp_path / "run", ModelConfig.preset("tiny", d_model=32, d_ff=64),
+                    tiny_config(number_corpus, batch_tokens=300, max_length=40, max_steps=30, compile=True, bf16=True, log_every=10))
+    shapes_met = {(len(pairs), *widths) for pairs, widths in trainer.stream.take(30, 0, 0)}
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(shapes_met) > 10  # many shapes were trained on ...
+    assert trainer.graphs == 1  # ... by one graph
+    logged = [r for r in records if "train_loss" in r]
+    assert [r["compiled_graphs"] for r in logged] == [1, 1, 1]
+    assert sum(counters["graph_break"].values()) == breaks_before  # the loss is in the graph
+    assert logged[0]["first_step_seconds"] > 0 and "first_step_seconds" not in logged[1]
