@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from aiayn.training.loss import label_smoothed_loss
 from aiayn.training.schedule import learning_rate, linear_decay_rate, peak_learning_rate
@@ -98,3 +100,79 @@ def test_linear_decay_warms_up_as_section_5_3_then_falls_to_zero_with_the_budget
     assert linear_decay_rate(50, d, warmup, 1.0, used=0.5) == pytest.approx(0.5 * learning_rate(50, d, warmup))
     assert linear_decay_rate(900, d, warmup, 1.0, used=1.0) == 0.0
     assert linear_decay_rate(900, d, warmup, 1.0, used=1.5) == 0.0  # a step past a time budget never goes negative
+
+
+# ----------------------------------------------------------------------------- the lean loss of training
+
+def padded_batch(vocab: int = 97):
+    """A tiny model and a batch whose targets are a third padding."""
+    from aiayn.data.batching import collate
+    from aiayn.model import ModelConfig, Transformer
+
+    torch.manual_seed(3)
+    model = Transformer(ModelConfig.preset("tiny", vocab_size=vocab, d_model=32, d_ff=64, dropout=0.0))
+    rows = [torch.randint(4, vocab, (n,)).tolist() for n in (40, 12, 30, 1)]
+    return model, collate(rows, [r[::-1] + r[:2] for r in rows])
+
+
+def parameter_gradients(model: torch.nn.Module, loss: torch.Tensor) -> list[torch.Tensor]:
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    return [g if g is not None else torch.zeros_like(p)
+            for g, p in zip(torch.autograd.grad(loss, parameters, allow_unused=True), parameters)]
+
+
+def test_training_loss_drops_padding_and_chunks_yet_gives_the_gradients_of_the_whole_logits(monkeypatch) -> None:
+    from aiayn.training import loss as loss_module
+    from aiayn.training.loss import TeacherForcingLoss
+
+    model, batch = padded_batch()
+    monkeypatch.setitem(loss_module.CHUNK_ELEMENTS, "cpu", 97 * 7)  # chunks of 7 rows: several per batch
+    smoothed, nll = TeacherForcingLoss(model, 0.1)(batch.src, batch.tgt_in, batch.tgt_out, batch.positions)
+    reference = label_smoothed_loss(model(batch.src, batch.tgt_in), batch.tgt_out, PAD, 0.1)
+    assert smoothed.item() == pytest.approx(reference.smoothed.item(), rel=1e-6)
+    assert nll.item() == pytest.approx(reference.nll.item(), rel=1e-6) and not nll.requires_grad
+    tokens = batch.n_target_tokens  # training's scale: the mean over target tokens
+    ours = parameter_gradients(model, smoothed / tokens)
+    theirs = parameter_gradients(model, reference.smoothed / tokens)
+    assert max((a - b).abs().max().item() for a, b in zip(ours, theirs)) < 1e-5
+    assert max(b.abs().max().item() for b in theirs) > 1e-2
+
+
+class LargeFloat32Storages(TorchDispatchMode):
+    """The most float32 storages of at least `numel` elements alive at once, over every operation
+    (forward and backward). Storages are watched, not tensors: autograd keeps saved tensors alive
+    after their Python objects are gone."""
+
+    def __init__(self, numel: int, vocab: int):
+        super().__init__()
+        self.numel, self.alive, self.most = numel, {}, 0
+        self.vocab, self.logit_rows = vocab, 0  # the most rows of logits made at once, of any dtype
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.dim() == 2 and t.size(-1) == self.vocab:
+                self.logit_rows = max(self.logit_rows, t.size(0))
+            if isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.untyped_storage().nbytes() >= 4 * self.numel:
+                self.alive[t.untyped_storage().data_ptr()] = StorageWeakRef(t.untyped_storage())
+        self.alive = {k: ref for k, ref in self.alive.items() if not ref.expired()}
+        self.most = max(self.most, len(self.alive))
+        return out
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_training_loss_never_holds_the_logits_in_float32(bf16: bool) -> None:
+    from aiayn.training.loss import TeacherForcingLoss
+
+    model, batch = padded_batch(vocab=4001)
+    logits_size = batch.n_target_tokens * 4001  # the real positions' logits, [N, V] (N > 3 x d_model)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with LargeFloat32Storages(logits_size, 4001) as whole_logits:
+            reference = label_smoothed_loss(model(batch.src, batch.tgt_in), batch.tgt_out, PAD, 0.1)
+            reference.smoothed.backward()
+        with LargeFloat32Storages(logits_size, 4001) as lean:
+            smoothed, _ = TeacherForcingLoss(model, 0.1)(batch.src, batch.tgt_in, batch.tgt_out, batch.positions)
+            smoothed.backward()
+    assert whole_logits.most >= 2  # what the watch sees in the plain formula: float32 copies of the logits
+    assert lean.most <= 1  # one chunk of the logits at most (here the batch fits in one chunk)
+    assert whole_logits.logit_rows == batch.tgt_out.numel() and lean.logit_rows == batch.n_target_tokens  # no padding
