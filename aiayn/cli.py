@@ -424,7 +424,8 @@ def _add_decoding_arguments(p: argparse.ArgumentParser, beam: int = 4) -> None:
     p.add_argument("--checkpoint", required=True, help="a checkpoint, or a run directory (averaged, best or last)")
     p.add_argument("--beam", type=POSITIVE, default=beam, help="beam size (§6.1: 4); 1 = greedy")
     p.add_argument("--alpha", type=number(float, 0.0, 10.0), default=0.6, help="GNMT length penalty ((5+|Y|)/6)^alpha")
-    p.add_argument("--batch-tokens", type=POSITIVE, default=8000, help="decoding batch size in tokens x beams")
+    p.add_argument("--batch-tokens", type=POSITIVE,
+                   help="decoding batch size in tokens x beams (8,000 on a CPU, 262,144 on a GPU)")
     p.add_argument("--device", default="cpu")
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--bf16", action="store_true", help="bfloat16 weights (faster on CPUs with avx512_bf16, GPUs)")

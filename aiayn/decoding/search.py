@@ -8,7 +8,8 @@ own (source length + 50), and finished sentences leave the batch.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -123,41 +124,82 @@ class Sampling:
         return torch.multinomial(probs, 1, generator=self.generator).squeeze(1).to(log_probs.device)
 
 
+def host_check_interval(device: torch.device, sync_every: int | None) -> int:
+    """Steps between two looks at which sentences have finished. Each look reads the device back
+    (the host waits for it to catch up): every step on the CPU, where that costs nothing and a
+    finished sentence leaves the batch at once; every 8 steps on a GPU, which meanwhile keeps
+    decoding, the finished sentences along (their output frozen) until they leave."""
+    if sync_every is not None:
+        return max(1, sync_every)
+    return 1 if device.type == "cpu" else 8
+
+
+def read_back(tensor: Tensor) -> Any:
+    """`tensor`'s values on the host, as Python numbers or lists: the decoding loops read the device
+    here alone (each call waits for the device to finish what it was given)."""
+    return tensor.tolist()
+
+
+def split_rows(going: list[bool], device: torch.device) -> tuple[Tensor, Tensor]:
+    """The indices of the rows that go on and of those that are done, as tensors on `device`."""
+    keep = torch.tensor([i for i, flag in enumerate(going) if flag], dtype=torch.long)
+    gone = torch.tensor([i for i, flag in enumerate(going) if not flag], dtype=torch.long)
+    if device.type == "cuda":  # from pinned memory, the copies need not wait for the device
+        keep, gone = keep.pin_memory(), gone.pin_memory()
+    return keep.to(device, non_blocking=True), gone.to(device, non_blocking=True)
+
+
+def first_stop(rows: list[list[int]], stops: set[int]) -> list[list[int]]:
+    """Each row cut before its first token in `stops`."""
+    cut = []
+    for row in rows:
+        end = next((i for i, token in enumerate(row) if token in stops), len(row))
+        cut.append(row[:end])
+    return cut
+
+
 @torch.inference_mode()
 def greedy_search(
     model: Transformer, src: Tensor, extra_length: int = EXTRA_OUTPUT_LENGTH, no_repeat_ngram_size: int = 0,
     sampling: Sampling | None = None, use_cache: bool = True, deadline: float | None = None,
+    sync_every: int | None = None,
 ) -> list[list[int]]:
     """The most probable next token at every step (or a sampled one, with `sampling`).
 
-    Returns each sentence's output ids without <sos>/<eos>. Finished sentences leave the batch.
-    Past `deadline` (time.monotonic()), DecodingTimeout is raised between two steps.
+    Returns each sentence's output ids without <sos>/<eos>. The tokens stay on the device until
+    the end; finished sentences leave the batch at the next look (`host_check_interval`; every
+    step with sampling or n-gram bans, which read each step's tokens anyway). Past `deadline`
+    (time.monotonic()), DecodingTimeout is raised between two steps.
     """
-    eos = model.config.eos_id
+    config = model.config
     decoder = _Decoder(model, src, use_cache)
     limits = max_output_lengths(decoder.src_mask, extra_length, model.position_limit)
-    outputs: list[list[int]] = [[] for _ in range(src.size(0))]
-    alive = list(range(src.size(0)))
-    last = torch.full((src.size(0),), model.config.bos_id, dtype=torch.long, device=src.device)
-    step = 0
-    while alive:
+    every = 1 if sampling or no_repeat_ngram_size else host_check_interval(src.device, sync_every)
+    n = src.size(0)
+    tokens = torch.full((n, read_back(limits.max())), config.pad_id, dtype=torch.long, device=src.device)
+    rows = torch.arange(n, device=src.device)  # the sentence of each row still in the batch
+    finished = torch.zeros(n, dtype=torch.bool, device=src.device)
+    last = torch.full((n,), config.bos_id, dtype=torch.long, device=src.device)
+    for step in range(1, tokens.size(1) + 1):
         check_deadline(deadline)
         log_probs = decoder.step(last)
         if no_repeat_ngram_size:
-            ban_repeated_ngrams(log_probs, [outputs[row] for row in alive], no_repeat_ngram_size)
+            ban_repeated_ngrams(log_probs, first_stop(read_back(tokens[rows, :step - 1]), {config.eos_id}),
+                                no_repeat_ngram_size)
         chosen = sampling.pick(log_probs) if sampling else log_probs.argmax(dim=-1)
-        step += 1
-        done = (chosen == eos) | (step >= limits)
-        for row, token in zip(alive, chosen.tolist()):
-            if token != eos:
-                outputs[row].append(token)
-        if done.any():
-            keep = (~done).nonzero().squeeze(1)
-            alive = [alive[i] for i in keep.tolist()]
-            limits, chosen = limits[keep], chosen[keep]
-            decoder.select(keep, keep)
+        chosen = chosen.masked_fill(finished, config.pad_id)  # nothing more for a finished sentence
+        tokens[rows, step - 1] = chosen
+        finished |= (chosen == config.eos_id) | (step >= limits)
         last = chosen
-    return outputs
+        if step % every == 0:
+            going = read_back(~finished)  # the one read-back of these steps
+            if not any(going):
+                break
+            if not all(going):
+                keep, _ = split_rows(going, src.device)
+                rows, limits, finished, last = rows[keep], limits[keep], finished[keep], last[keep]
+                decoder.select(keep, keep)
+    return first_stop(read_back(tokens), {config.eos_id, config.pad_id})
 
 
 @dataclass
@@ -168,11 +210,62 @@ class Hypothesis:
     finished: bool  # ended with <eos> (False: cut at the length cap)
 
 
+@dataclass
+class _EndedHypotheses:
+    """Per sentence, the best k hypotheses that have ended so far, best first, kept on the device:
+    score (log P / lp; -inf: an empty place), log P, tokens [n, k, L], length, whether it ended
+    with <eos>, and how many have ended in all."""
+
+    score: Tensor  # [n, k]
+    log_prob: Tensor  # [n, k]
+    tokens: Tensor  # [n, k, L]
+    length: Tensor  # [n, k]
+    complete: Tensor  # [n, k] bool
+    count: Tensor  # [n]
+
+    @classmethod
+    def empty(cls, n: int, k: int, longest: int, device: torch.device) -> "_EndedHypotheses":
+        return cls(torch.full((n, k), float("-inf"), device=device), torch.zeros(n, k, device=device),
+                   torch.zeros(n, k, longest, dtype=torch.long, device=device),
+                   torch.zeros(n, k, dtype=torch.long, device=device), torch.zeros(n, k, dtype=torch.bool, device=device),
+                   torch.zeros(n, dtype=torch.long, device=device))
+
+    def _tensors(self) -> dict[str, Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def add(self, score: Tensor, log_prob: Tensor, tokens: Tensor, length: int, complete: bool) -> None:
+        """Candidates [n, c] (score -inf: none; tokens [n, c, L], `length` of them) join each
+        sentence's best k."""
+        k = self.score.size(1)
+        self.count = self.count + (score > float("-inf")).sum(dim=1)
+        self.score, best = torch.cat([self.score, score], dim=1).topk(k, dim=1)
+        self.log_prob = torch.cat([self.log_prob, log_prob], dim=1).gather(1, best)
+        self.length = torch.cat([self.length, torch.full_like(best, length)], dim=1).gather(1, best)
+        self.complete = torch.cat([self.complete, torch.full_like(score, complete, dtype=torch.bool)], 1).gather(1, best)
+        every = torch.cat([self.tokens, tokens], dim=1)
+        self.tokens = every.gather(1, best[:, :, None].expand(-1, -1, every.size(2)))
+
+    def rows(self, index: Tensor) -> "_EndedHypotheses":
+        return _EndedHypotheses(**{name: t[index] for name, t in self._tensors().items()})
+
+    def put(self, sentences: Tensor, other: "_EndedHypotheses") -> None:
+        """Write `other`'s rows in place of rows `sentences`."""
+        for name, t in self._tensors().items():
+            t[sentences] = getattr(other, name)
+
+    def best(self, n_best: int) -> list[list[Hypothesis]]:
+        """Every sentence's n best, read back from the device at once."""
+        score, log_prob, tokens, length, complete = (read_back(getattr(self, name)) for name in
+                                                     ("score", "log_prob", "tokens", "length", "complete"))
+        return [[Hypothesis(tokens[i][j][:length[i][j]], score[i][j], log_prob[i][j], complete[i][j])
+                 for j in range(len(score[i])) if score[i][j] > float("-inf")][:n_best] for i in range(len(score))]
+
+
 @torch.inference_mode()
 def beam_search(
     model: Transformer, src: Tensor, beam_size: int = 4, alpha: float = 0.6, n_best: int = 1,
     extra_length: int = EXTRA_OUTPUT_LENGTH, no_repeat_ngram_size: int = 0, use_cache: bool = True,
-    deadline: float | None = None,
+    deadline: float | None = None, sync_every: int | None = None,
 ) -> list[list[Hypothesis]]:
     """§6.1: beam search with beam size 4 and length penalty alpha = 0.6, batched as one tensor of
     sentences x beams. Returns, per sentence, its `n_best` hypotheses, best first.
@@ -180,73 +273,76 @@ def beam_search(
     A sentence stops when `beam_size` hypotheses have ended (as in GNMT and fairseq), or earlier,
     as soon as no live hypothesis can beat its n-best finished ones: log-probabilities only fall
     as tokens are added, so a live score s can at best become s / lp(length cap). At its length
-    cap, its live hypotheses are kept as they stand. Past `deadline` (time.monotonic()),
+    cap, its live hypotheses are kept as they stand. The whole state stays on the device; the
+    host looks at which sentences are done every `host_check_interval` steps (every step with
+    n-gram bans), and those leave the batch then. Past `deadline` (time.monotonic()),
     DecodingTimeout is raised between two steps.
     """
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be between 1 and the beam size ({beam_size}), got {n_best}")
-    config = model.config
-    n_sentences, k = src.size(0), beam_size
+    config, device = model.config, src.device
+    n, k = src.size(0), beam_size
     decoder = _Decoder(model, src, use_cache, beams=k)
-    limits = max_output_lengths(decoder.src_mask, extra_length, model.position_limit).tolist()
-    finished: list[list[Hypothesis]] = [[] for _ in range(n_sentences)]
-    alive = list(range(n_sentences))  # original index of each sentence still decoding
+    limits = max_output_lengths(decoder.src_mask, extra_length, model.position_limit)
+    cap_penalty = ((5.0 + limits.float()) / 6.0) ** alpha  # lp(length cap): the most a live score can gain
+    every = 1 if no_repeat_ngram_size else host_check_interval(device, sync_every)
+    longest = read_back(limits.max())
+    finished = _EndedHypotheses.empty(n, k, longest, device)
+    results = _EndedHypotheses.empty(n, k, longest, device)  # by sentence, as sentences leave
+    sentences = torch.arange(n, device=device)  # the sentence of each row of sentences still in the batch
+    active = torch.ones(n, dtype=torch.bool, device=device)  # not yet done (done ones wait to leave)
     # Only beam 0 is live at the start, so the first step's candidates are all distinct.
-    scores = torch.full((n_sentences, k), float("-inf"), device=src.device)
+    scores = torch.full((n, k), float("-inf"), device=device)
     scores[:, 0] = 0.0
-    histories: list[list[int]] = [[] for _ in range(n_sentences * k)]
-    last = torch.full((n_sentences * k,), config.bos_id, dtype=torch.long, device=src.device)
-    length = 0
-    while alive:
+    history = torch.zeros(n * k, longest, dtype=torch.long, device=device)
+    last = torch.full((n * k,), config.bos_id, dtype=torch.long, device=device)
+    for length in range(1, history.size(1) + 1):
         check_deadline(deadline)
-        length += 1
         log_probs = decoder.step(last)
         if no_repeat_ngram_size:
-            ban_repeated_ngrams(log_probs, histories, no_repeat_ngram_size)
+            ban_repeated_ngrams(log_probs, read_back(history[:, :length - 1]), no_repeat_ngram_size)
+        rows_now = scores.size(0)
         vocab = log_probs.size(-1)
-        candidates = (scores[:, :, None] + log_probs.view(len(alive), k, vocab)).view(len(alive), -1)
+        candidates = (scores[:, :, None] + log_probs.view(rows_now, k, vocab)).view(rows_now, -1)
         top_scores, top_index = candidates.topk(2 * k, dim=-1)  # k of them are sure not to be <eos>
         top_beam, top_token = top_index // vocab, top_index % vocab
         is_eos = top_token == config.eos_id
         penalty = length_penalty(length, alpha)
+        beam_tokens = history.view(rows_now, k, -1)
 
         # Hypotheses ending here: <eos> among a sentence's k best candidates.
-        for i, j in (is_eos[:, :k] & (top_scores[:, :k] > float("-inf"))).nonzero().tolist():
-            raw = top_scores[i, j].item()
-            beam_row = i * k + top_beam[i, j].item()
-            finished[alive[i]].append(Hypothesis(histories[beam_row], raw / penalty, raw, True))
+        ends = is_eos[:, :k] & (top_scores[:, :k] > float("-inf")) & active[:, None]
+        ended = torch.where(ends, top_scores[:, :k], float("-inf"))
+        finished.add(ended / penalty, ended, beam_tokens.gather(1, top_beam[:, :k, None].expand_as(beam_tokens)),
+                     length - 1, complete=True)
 
         # The k best candidates that go on.
-        live_scores, live_pos = top_scores.masked_fill(is_eos, float("-inf")).topk(k, dim=-1)
-        live_beam, live_token = top_beam.gather(1, live_pos), top_token.gather(1, live_pos)
-        rows = (torch.arange(len(alive), device=src.device)[:, None] * k + live_beam).view(-1)
-        row_list, token_list = rows.tolist(), live_token.view(-1).tolist()
-        histories = [histories[r] + [t] for r, t in zip(row_list, token_list)]
-        scores, last = live_scores, live_token.view(-1)
+        scores, live = top_scores.masked_fill(is_eos, float("-inf")).topk(k, dim=-1)
+        live_beam, live_token = top_beam.gather(1, live), top_token.gather(1, live)
+        rows = (torch.arange(rows_now, device=device)[:, None] * k + live_beam).view(-1)
+        history = history.index_select(0, rows)
+        history[:, length - 1] = live_token.view(-1)
+        last = live_token.view(-1)
+        decoder.select(rows)
 
-        keep_sentences = []
-        live = scores.tolist()
-        for i, sentence in enumerate(alive):
-            done = finished[sentence]
-            if length >= limits[i]:  # the cap: live hypotheses end as they are
-                done.extend(Hypothesis(histories[i * k + j], raw / penalty, raw, False)
-                            for j, raw in enumerate(live[i]) if raw > float("-inf"))
-                continue
-            if len(done) >= k:
-                continue
-            if len(done) >= n_best:
-                threshold = sorted((h.score for h in done), reverse=True)[n_best - 1]
-                if live[i][0] / length_penalty(limits[i], alpha) <= threshold:
-                    continue
-            keep_sentences.append(i)
-        if len(keep_sentences) < len(alive):
-            index = torch.tensor(keep_sentences, dtype=torch.long, device=src.device)
-            beam_rows = (index[:, None] * k + torch.arange(k, device=src.device)).view(-1)
-            decoder.select(rows[beam_rows], index)
-            histories = [histories[r] for r in beam_rows.tolist()]
-            scores, last = scores[index], last[beam_rows]
-            limits = [limits[i] for i in keep_sentences]
-            alive = [alive[i] for i in keep_sentences]
-        else:
-            decoder.select(rows)
-    return [sorted(h, key=lambda h: h.score, reverse=True)[:n_best] for h in finished]
+        # At its length cap, a sentence's live hypotheses end as they stand.
+        at_cap = active & (length >= limits)
+        capped = torch.where(at_cap[:, None] & (scores > float("-inf")), scores, float("-inf"))
+        finished.add(capped / penalty, capped, history.view(rows_now, k, -1), length, complete=False)
+        threshold = finished.score[:, n_best - 1]  # the n-th best ended hypothesis (-inf: fewer than n)
+        hopeless = (finished.count >= n_best) & (scores[:, 0] / cap_penalty <= threshold)
+        active &= ~(at_cap | (finished.count >= k) | hopeless)
+        if length % every == 0 or length == history.size(1):
+            going = read_back(active)  # the one read-back of these steps
+            if not all(going):
+                keep, gone = split_rows(going, device)
+                results.put(sentences[gone], finished.rows(gone))
+                if not any(going):
+                    break
+                beam_rows = (keep[:, None] * k + torch.arange(k, device=device)).view(-1)
+                decoder.select(beam_rows, keep)
+                finished = finished.rows(keep)
+                history, last = history[beam_rows], last[beam_rows]
+                scores, sentences, active = scores[keep], sentences[keep], active[keep]
+                limits, cap_penalty = limits[keep], cap_penalty[keep]
+    return results.best(n_best)

@@ -20,6 +20,7 @@ from aiayn.data.marian_vocab import AnyTokenizer
 from aiayn.decoding.int8 import quantize_int8
 from aiayn.decoding.search import EXTRA_OUTPUT_LENGTH, Hypothesis, Sampling, beam_search, check_deadline, greedy_search
 from aiayn.model import AttentionMaps, Transformer
+from aiayn.runtime import use_cuda_kernels
 
 
 def length_sorted_batches(lengths: list[int], max_tokens: int, beam: int = 1) -> list[list[int]]:
@@ -42,6 +43,7 @@ def length_sorted_batches(lengths: list[int], max_tokens: int, beam: int = 1) ->
 
 
 ATTENTION_KINDS = ("encoder", "decoder_self", "cross")
+DEFAULT_BATCH_TOKENS = {"cpu": 8000, "cuda": 1 << 18}
 
 
 @dataclass
@@ -69,6 +71,13 @@ class Translator:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config or {"model": model.config.to_dict()}
+        use_cuda_kernels(self.device)
+
+    @property
+    def batch_tokens(self) -> int:
+        """Decoding batch size by default, in rows x beams x (longest source + 50) tokens: 8,000 on
+        a CPU, 262,144 on a GPU, which needs many rows at each step to be kept busy."""
+        return DEFAULT_BATCH_TOKENS.get(self.device.type, DEFAULT_BATCH_TOKENS["cpu"])
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", announce: bool = False,
@@ -123,7 +132,7 @@ class Translator:
 
     def translate_ids(
         self, sources: list[list[int]], beam: int = 4, alpha: float = 0.6, n_best: int = 1,
-        batch_tokens: int = 8000, no_repeat_ngram_size: int = 0, sampling: Sampling | None = None,
+        batch_tokens: int | None = None, no_repeat_ngram_size: int = 0, sampling: Sampling | None = None,
         progress: bool = False, deadline: float | None = None,
     ) -> list[list[Hypothesis]]:
         """Subword ids (without <eos>) to n-best hypotheses, in input order. Empty input gives one
@@ -132,7 +141,7 @@ class Translator:
         pieces, owners = self._pieces(sources)
         results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0, True)] for _ in pieces]
         todo = [i for i, p in enumerate(pieces) if p]
-        batches = length_sorted_batches([len(pieces[i]) + 1 for i in todo], batch_tokens, beam)
+        batches = length_sorted_batches([len(pieces[i]) + 1 for i in todo], batch_tokens or self.batch_tokens, beam)
         eos, pad_id = self.model.config.eos_id, self.model.config.pad_id  # an imported model's ids may differ from 2, 0
         for batch in tqdm(batches, desc="translating", unit="batch", file=sys.stderr, disable=not progress):
             rows = [todo[k] for k in batch]
@@ -155,7 +164,7 @@ class Translator:
                                             h.log_prob + hypotheses[0].log_prob, h.finished) for h in merged[owner]]
         return merged
 
-    def translate(self, texts: list[str], beam: int = 4, alpha: float = 0.6, batch_tokens: int = 8000,
+    def translate(self, texts: list[str], beam: int = 4, alpha: float = 0.6, batch_tokens: int | None = None,
                   no_repeat_ngram_size: int = 0, sampling: Sampling | None = None, progress: bool = False) -> list[str]:
         """Raw sentences to raw translations, line for line (beam 1 is greedy decoding)."""
         found = self.translate_ids(self.tokenizer.encode(texts), beam, alpha, 1, batch_tokens, no_repeat_ngram_size,
@@ -163,7 +172,7 @@ class Translator:
         return self.tokenizer.decode([h[0].tokens for h in found])
 
     def translate_n_best(self, texts: list[str], n_best: int, beam: int = 4, alpha: float = 0.6,
-                         batch_tokens: int = 8000) -> list[list[tuple[str, float]]]:
+                         batch_tokens: int | None = None) -> list[list[tuple[str, float]]]:
         """The n best translations of each sentence with their scores log P / lp, best first."""
         found = self.translate_ids(self.tokenizer.encode(texts), beam, alpha, n_best, batch_tokens)
         return [list(zip(self.tokenizer.decode([h.tokens for h in hyps]), (h.score for h in hyps))) for hyps in found]

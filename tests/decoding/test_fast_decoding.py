@@ -83,3 +83,63 @@ def test_int8_translates_like_float32(trained_run, number_corpus) -> None:
     tgt = torch.full((8, 1), full.model.config.bos_id)
     logits, logits8 = full.model(src, tgt), int8.model(src, tgt)
     assert (logits8 - logits).abs().max() < 0.05 * logits.abs().max()
+
+
+# ----------------------------------------------------------------------------- read-backs from the device
+
+class HostReads:
+    """Counts the decoding loop's looks at the device's values: calls of search.read_back, and
+    any other way a tensor's values reach the host (item, tolist, bool, nonzero, numpy, cpu),
+    which on a GPU would each wait for it. Also counts decoder steps."""
+
+    READS = ("tolist", "item", "__bool__", "__int__", "__float__", "__index__", "nonzero", "numpy", "cpu")
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        from aiayn.decoding import search
+
+        self.read_backs = self.other_reads = self.steps = 0
+        self.inside = False
+        read_back, step = search.read_back, search._Decoder.step
+
+        def counted_read_back(tensor):
+            self.read_backs += 1
+            self.inside = True
+            try:
+                return read_back(tensor)
+            finally:
+                self.inside = False
+
+        def counted_step(decoder, tokens):
+            self.steps += 1
+            return step(decoder, tokens)
+
+        monkeypatch.setattr(search, "read_back", counted_read_back)
+        monkeypatch.setattr(search._Decoder, "step", counted_step)
+        for name in self.READS:
+            monkeypatch.setattr(torch.Tensor, name, self._counting(getattr(torch.Tensor, name)))
+
+    def _counting(self, method):
+        def wrapper(tensor, *args, **kwargs):
+            if not self.inside:
+                self.other_reads += 1
+            return method(tensor, *args, **kwargs)
+        return wrapper
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_decoding_reads_the_device_once_every_few_steps(translator: Translator, sources, beam: int,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    src = batch(sources[:16])
+
+    def decode(sync_every: int):
+        if beam == 1:
+            return greedy_search(translator.model, src, sync_every=sync_every)
+        return [[h.tokens for h in hs] for hs in beam_search(translator.model, src, beam_size=beam, sync_every=sync_every)]
+
+    every_step = decode(1)  # the CPU's default: finished sentences leave at once
+    reads = HostReads(monkeypatch)
+    every_eighth = decode(8)  # a GPU's default
+    assert every_eighth == every_step  # finished sentences waiting to leave change no output
+    assert reads.other_reads == 0
+    at_start_and_end = 1 + (1 if beam == 1 else 5)  # the length cap; the outputs
+    assert reads.steps >= 8 and reads.read_backs <= -(-reads.steps // 8) + at_start_and_end
