@@ -10,6 +10,11 @@ round-robin so machine noise hits every system alike, 2 threads each.
 
     bench/.peers/.venv/bin/python bench/decode.py --checkpoint bench/out/m30k_small
 
+On a GPU (`--device cuda`, as bench/gpu_check.sh runs it) the batches are the translator's own
+for the device (length-sorted, up to its default batch tokens; HF generate gets the same ones),
+the systems aiayn and HF in float32 and bfloat16 (no int8, no CTranslate2), timed to the last
+token on the host.
+
 Length caps: aiayn stops each sentence at its source length + 50 (§6.1); HF and CTranslate2 take
 one cap per batch, set to the batch's longest source + 50 (hf_beam4_cap200: 200 new tokens, as the
 peer harness's infer.py runs HF). Each system uses its own length
@@ -33,10 +38,12 @@ from aiayn.checkpoint import resolve_checkpoint
 from aiayn.data.batching import pad
 from aiayn.data.corpus import read_lines
 from aiayn.decoding.search import beam_search, greedy_search
-from aiayn.decoding.translator import Translator
+from aiayn.decoding.translator import Translator, length_sorted_batches
 from aiayn.interop import marian_model, write_ctranslate2
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
+GPU_SYSTEMS = ("aiayn_greedy,aiayn_beam4,aiayn_bf16_greedy,aiayn_bf16_beam4,hf_greedy,hf_beam4,hf_bf16_greedy,"
+               "hf_bf16_beam4")
 
 
 def ct2_worker(conn, checkpoint: str, batches: list[list[list[str]]], pieces: dict[str, int]) -> None:
@@ -73,24 +80,39 @@ def main() -> None:
                                          "aiayn_int8_beam4,hf_greedy,hf_beam4,ct2_f32_greedy,ct2_f32_beam4,"
                                          "ct2_int8_greedy,ct2_int8_beam4")
     ap.add_argument("--out", default="bench/out/decode.json")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--data", type=Path, default=DATA, help="the Multi30k folder")
+    ap.add_argument("--src", default="de", help="the source language (the checkpoint's)")
+    ap.add_argument("--tgt", default="en")
     a = ap.parse_args()
-    torch.set_num_threads(2)
+    on_gpu = a.device != "cpu"
+    if on_gpu and a.systems == ap.get_default("systems"):
+        a.systems = GPU_SYSTEMS
+    if not on_gpu:
+        torch.set_num_threads(2)
     checkpoint = resolve_checkpoint(a.checkpoint, announce=True)
-    translator = Translator.from_checkpoint(checkpoint)
-    src_text = read_lines(DATA / "test_2016_flickr.de.gz")
-    ref_text = read_lines(DATA / "test_2016_flickr.en.gz")
+    translator = Translator.from_checkpoint(checkpoint, device=a.device)
+    src_text = read_lines(a.data / f"test_2016_flickr.{a.src}.gz")
+    ref_text = read_lines(a.data / f"test_2016_flickr.{a.tgt}.gz")
     if a.limit:
         src_text, ref_text = src_text[: a.limit], ref_text[: a.limit]
     src_ids = translator.tokenizer.encode(src_text)
-    batches = [src_ids[i: i + a.bs] for i in range(0, len(src_ids), a.bs)]
+    if on_gpu:  # the translator's batches for the device (sources and references in their order)
+        groups = length_sorted_batches([len(s) + 1 for s in src_ids], translator.batch_tokens, 4)
+        batches = [[src_ids[i] for i in group] for group in groups]
+        order = [i for group in groups for i in group]  # outputs come in this order
+        src_text, ref_text = [src_text[i] for i in order], [ref_text[i] for i in order]
+    else:
+        batches = [src_ids[i: i + a.bs] for i in range(0, len(src_ids), a.bs)]
     c = translator.model.config  # an imported model's ids differ from aiayn's own 0/1/2
-    tensors = [pad([s + [c.eos_id] for s in b], pad_id=c.pad_id) for b in batches]
+    tensors = [pad([s + [c.eos_id] for s in b], pad_id=c.pad_id).to(a.device) for b in batches]
     model = translator.model
 
-    hf = marian_model(translator.model)
+    hf = marian_model(translator.model.cpu()).to(a.device)
+    model.to(a.device)
     with torch.no_grad():
         x = tensors[0]
-        tgt = torch.full((x.size(0), 5), model.config.bos_id)
+        tgt = torch.full((x.size(0), 5), model.config.bos_id, device=x.device)
         ours = model(x, tgt)
         theirs = hf(input_ids=x, attention_mask=x != model.config.pad_id, decoder_input_ids=tgt).logits
         print(f"conversion check: max |logit difference| aiayn vs Marian = {(ours - theirs).abs().max():.2e}", flush=True)
@@ -99,15 +121,17 @@ def main() -> None:
     ct2_src = [[translator.tokenizer.pieces(s + [c.eos_id]) for s in b] for b in batches]
     pieces = {p: i for i, p in enumerate(translator.tokenizer.pieces(list(range(translator.tokenizer.vocab_size))))}
     ct2_conn = None
-    if "ct2" in a.systems:
+    if "ct2" in a.systems and not on_gpu:
         ctx = multiprocessing.get_context("spawn")
         ct2_conn, child = ctx.Pipe()
         ctx.Process(target=ct2_worker, args=(child, str(checkpoint), ct2_src, pieces),
                     daemon=True).start()
         assert ct2_conn.recv() == "ready"
 
-    bf16_model = Translator.from_checkpoint(checkpoint, bf16=True).model
-    int8_model = Translator.from_checkpoint(checkpoint, int8=True).model
+    bf16_model = Translator.from_checkpoint(checkpoint, device=a.device, bf16=True).model
+    int8_model = None if on_gpu else Translator.from_checkpoint(checkpoint, int8=True).model
+    hf_bf16 = marian_model(translator.model.cpu()).to(a.device, torch.bfloat16) if "hf_bf16" in a.systems else None
+    model.to(a.device)
 
     def run_aiayn(beam: int, network=model) -> list[list[int]]:
         out = []
@@ -118,13 +142,13 @@ def main() -> None:
                 out += [h[0].tokens for h in beam_search(network, src, beam_size=beam, alpha=0.6)]
         return out
 
-    def run_hf(beam: int, fixed_cap: int | None = None) -> list[list[int]]:
+    def run_hf(beam: int, fixed_cap: int | None = None, network=hf) -> list[list[int]]:
         out = []
         c = model.config
         with torch.inference_mode():
             for src in tensors:
                 cap = fixed_cap or int((src != c.pad_id).sum(1).max()) + 50
-                generated = hf.generate(input_ids=src, attention_mask=src != c.pad_id, num_beams=beam, do_sample=False,
+                generated = network.generate(input_ids=src, attention_mask=src != c.pad_id, num_beams=beam, do_sample=False,
                                         length_penalty=0.6, max_new_tokens=cap, early_stopping=beam > 1,
                                         suppress_tokens=[c.pad_id, c.bos_id], decoder_start_token_id=c.bos_id,
                                         eos_token_id=c.eos_id, pad_token_id=c.pad_id)
@@ -139,6 +163,7 @@ def main() -> None:
                "aiayn_bf16_greedy": lambda: run_aiayn(1, bf16_model), "aiayn_bf16_beam4": lambda: run_aiayn(4, bf16_model),
                "aiayn_int8_greedy": lambda: run_aiayn(1, int8_model), "aiayn_int8_beam4": lambda: run_aiayn(4, int8_model),
                "hf_greedy": lambda: run_hf(1), "hf_beam4": lambda: run_hf(4),
+               "hf_bf16_greedy": lambda: run_hf(1, network=hf_bf16), "hf_bf16_beam4": lambda: run_hf(4, network=hf_bf16),
                "hf_beam4_cap200": lambda: run_hf(4, 200),  # as ../shared/bench/peers/infer.py runs it
                "ct2_f32_greedy": lambda: run_ct2("float32", 1), "ct2_f32_beam4": lambda: run_ct2("float32", 4),
                "ct2_int8_greedy": lambda: run_ct2("int8", 1), "ct2_int8_beam4": lambda: run_ct2("int8", 4)}
@@ -154,7 +179,9 @@ def main() -> None:
 
     if ct2_conn is not None:
         ct2_conn.send(None)
-    result = {"checkpoint": str(checkpoint), "n_sent": len(src_text), "batch": a.bs, "threads": 2, "systems": {}}
+    result = {"checkpoint": str(checkpoint), "n_sent": len(src_text), "device": a.device,
+              "batch": "the translator's for the device" if on_gpu else a.bs, "threads": None if on_gpu else 2,
+              "systems": {}}
     for n in names:
         hyp = translator.tokenizer.decode(outputs[n])
         median = statistics.median(times[n])
@@ -165,7 +192,10 @@ def main() -> None:
     for n in names:
         if n.startswith("aiayn"):
             suffix = n.rsplit("_", 1)[1]
-            for other in (f"hf_{suffix}", f"ct2_f32_{suffix}", f"ct2_int8_{suffix}", f"hf_{suffix}_cap200"):
+            kind = "bf16_" if "_bf16_" in n else ""
+            peers = (f"hf_{kind}{suffix}", f"hf_{suffix}", f"ct2_f32_{suffix}", f"ct2_int8_{suffix}", f"hf_{suffix}_cap200",
+                     f"aiayn_{suffix}" if kind else "")
+            for other in (p for p in dict.fromkeys(peers) if p and p != n):
                 if other in times:
                     ratios = [t_peer / t_ours for t_peer, t_ours in zip(times[other], times[n])]
                     result["systems"][n][f"speedup_vs_{other}"] = round(statistics.median(ratios), 2)

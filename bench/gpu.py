@@ -61,6 +61,55 @@ def training_flops_per_target_token(config: dict, src_per_tgt: float, src_len: f
     return 3 * 2 * forward
 
 
+def prepared_synthetic(work: Path, pairs: int, vocab_size: int = 32000) -> Path:
+    """The synthetic corpus, prepared (`aiayn prepare` finds it up to date on a second call)."""
+    src, tgt = synthetic_corpus(work / "text", pairs)
+    data = work / "data"
+    subprocess.run([sys.executable, "-m", "aiayn", "prepare", "--out", str(data), "--train-src", str(src),
+                    "--train-tgt", str(tgt), "--vocab-size", str(vocab_size)], check=True)
+    return data
+
+
+def device_peak(device: str) -> float:
+    """The device's dense bf16 peak in TFLOP/s, by its name."""
+    import torch
+
+    name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else ""
+    peak = next((value for key, value in PEAKS.items() if key in name), None)
+    if peak is None:
+        raise SystemExit(f"unknown peak for {name!r}: give --peak-tflops")
+    return peak
+
+
+def measure_training(data: Path, run: Path, preset: str, device: str, batch_tokens: int, minutes: float,
+                     compile: bool, peak: float, extra: list[str] = (), launcher: list[str] | None = None,
+                     timeout: float | None = None) -> dict:
+    """Train `preset` on prepared `data` for `minutes` of steps (bf16) and read target tokens/s,
+    model TFLOP/s and MFU off its log; `launcher` (e.g. torchrun) replaces `python -m`. The
+    training's output goes to RUN.log."""
+    command = [*(launcher or [sys.executable, "-m"]), "aiayn", "train", "--out", str(run), "--overwrite",
+               "--data", str(data), "--preset", preset, "--device", device, "--bf16", "--batch-tokens",
+               str(batch_tokens), "--time-budget", str(minutes), "--log-every", "20", "--save-every", str(10**7),
+               "--eval-every", str(10**7), *(["--compile"] if compile else []), *extra]
+    with open(run.with_suffix(".log"), "w") as log:
+        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in records if "tokens_per_s" in r]
+    steps = logged[2:]  # the first windows hold start-up and compilation
+    if not steps:
+        raise SystemExit("too few steps logged: give more --minutes")
+    tokens_per_s = float(np.mean([r["tokens_per_s"] for r in steps]))
+    manifest = json.loads((data / "manifest.json").read_text())["train"]
+    config = json.loads((run / "config.json").read_text())["model"]
+    src_len, tgt_len = manifest["source_tokens"] / manifest["pairs"] + 1, manifest["target_tokens"] / manifest["pairs"] + 1
+    flops = training_flops_per_target_token(config, src_len / tgt_len, src_len, tgt_len) * tokens_per_s
+    return {"preset": preset, "device": device, "batch_tokens": batch_tokens, "compile": compile,
+            "target_tokens_per_s": round(tokens_per_s), "model_tflops_per_s": round(flops / 1e12, 2),
+            "peak_tflops": peak, "mfu": round(flops / 1e12 / peak, 4), "steps_measured": len(steps),
+            "steps": logged[-1]["step"], "first_step_seconds": logged[0].get("first_step_seconds"),
+            "compiled_graphs": logged[-1].get("compiled_graphs")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
@@ -73,36 +122,10 @@ def main() -> None:
     ap.add_argument("--work", default="bench/out/gpu")
     a, extra = ap.parse_known_args()
     work = Path(a.work)
-    src, tgt = synthetic_corpus(work / "text", a.pairs)
-    data = work / "data"
-    aiayn = [sys.executable, "-m", "aiayn"]
-    subprocess.run([*aiayn, "prepare", "--out", str(data), "--train-src", str(src), "--train-tgt", str(tgt),
-                    "--vocab-size", "32000"], check=True)
-    run = work / f"run_{a.preset}"
-    subprocess.run([*aiayn, "train", "--out", str(run), "--overwrite", "--data", str(data), "--preset", a.preset,
-                    "--device", a.device, "--bf16", "--batch-tokens", str(a.batch_tokens), "--time-budget", str(a.minutes),
-                    "--log-every", "20", "--save-every", str(10**7), "--eval-every", str(10**7),
-                    *(["--compile"] if a.compile else []), *extra], check=True)
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    steps = [r for r in records if "tokens_per_s" in r][2:]  # the first windows hold start-up and compilation
-    if not steps:
-        raise SystemExit("too few steps logged: give more --minutes")
-    tokens_per_s = float(np.mean([r["tokens_per_s"] for r in steps]))
-    manifest = json.loads((data / "manifest.json").read_text())["train"]
-    config = json.loads((run / "config.json").read_text())["model"]
-    src_len, tgt_len = manifest["source_tokens"] / manifest["pairs"] + 1, manifest["target_tokens"] / manifest["pairs"] + 1
-    flops = training_flops_per_target_token(config, src_len / tgt_len, src_len, tgt_len) * tokens_per_s
-    peak = a.peak_tflops
-    if peak is None:
-        import torch
-
-        name = torch.cuda.get_device_name() if torch.cuda.is_available() else ""
-        peak = next((value for key, value in PEAKS.items() if key in name), None)
-        if peak is None:
-            raise SystemExit(f"unknown peak for {name!r}: give --peak-tflops")
-    result = {"preset": a.preset, "device": a.device, "batch_tokens": a.batch_tokens, "compile": a.compile,
-              "target_tokens_per_s": round(tokens_per_s), "model_tflops_per_s": round(flops / 1e12, 2),
-              "peak_tflops": peak, "mfu": round(flops / 1e12 / peak, 4), "steps_measured": len(steps)}
+    data = prepared_synthetic(work, a.pairs)
+    peak = a.peak_tflops or device_peak(a.device)
+    result = measure_training(data, work / f"run_{a.preset}", a.preset, a.device, a.batch_tokens, a.minutes,
+                              a.compile, peak, extra)
     print(json.dumps(result, indent=1))
     (work / "result.json").write_text(json.dumps(result, indent=1))
 

@@ -286,7 +286,7 @@ def beam_search(
     limits = max_output_lengths(decoder.src_mask, extra_length, model.position_limit)
     cap_penalty = ((5.0 + limits.float()) / 6.0) ** alpha  # lp(length cap): the most a live score can gain
     every = 1 if no_repeat_ngram_size else host_check_interval(device, sync_every)
-    longest = read_back(limits.max())
+    shortest, longest = read_back(torch.stack([limits.min(), limits.max()]))
     finished = _EndedHypotheses.empty(n, k, longest, device)
     results = _EndedHypotheses.empty(n, k, longest, device)  # by sentence, as sentences leave
     sentences = torch.arange(n, device=device)  # the sentence of each row of sentences still in the batch
@@ -327,8 +327,9 @@ def beam_search(
 
         # At its length cap, a sentence's live hypotheses end as they stand.
         at_cap = active & (length >= limits)
-        capped = torch.where(at_cap[:, None] & (scores > float("-inf")), scores, float("-inf"))
-        finished.add(capped / penalty, capped, history.view(rows_now, k, -1), length, complete=False)
+        if length >= shortest:  # known on the host: no cap is reached before
+            capped = torch.where(at_cap[:, None] & (scores > float("-inf")), scores, float("-inf"))
+            finished.add(capped / penalty, capped, history.view(rows_now, k, -1), length, complete=False)
         threshold = finished.score[:, n_best - 1]  # the n-th best ended hypothesis (-inf: fewer than n)
         hopeless = (finished.count >= n_best) & (scores[:, 0] / cap_penalty <= threshold)
         active &= ~(at_cap | (finished.count >= k) | hopeless)

@@ -6,8 +6,9 @@ CUDA) and offers the few collective operations the trainer needs.
     torchrun --nnodes 2 --node_rank R --nproc_per_node 8 --rdzv-backend c10d \\
              --rdzv-endpoint HOST:29400 -m aiayn train --out RUN ...  # two machines
 
-Without torchrun (no WORLD_SIZE in the environment) it is a group of one and every operation is
-the identity.
+Without torchrun it is a group of one and every operation is the identity; under torchrun, even
+with one process, the process group and DDP are used (`torchrun --nproc_per_node 1` checks that
+path on one GPU).
 """
 from __future__ import annotations
 
@@ -30,20 +31,17 @@ class Group:
     world_size: int = 1
     local_rank: int = 0
     backend: str = "gloo"
+    active: bool = False  # started by torchrun: a process group, even of one process (DDP, NCCL or gloo)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
-    @property
-    def active(self) -> bool:
-        return self.world_size > 1
-
     @classmethod
     def join(cls, device_type: str) -> "Group":
         """The process group torchrun describes in the environment (or a group of one)."""
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        if world_size == 1:
+        if world_size == 1 and "TORCHELASTIC_RUN_ID" not in os.environ:  # not started by torchrun
             return cls()
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         backend = "nccl" if device_type == "cuda" else "gloo"
@@ -56,7 +54,7 @@ class Group:
             torch.cuda.set_device(device_id)
         if not dist.is_initialized():
             dist.init_process_group(backend, timeout=GROUP_TIMEOUT, device_id=device_id)
-        return cls(dist.get_rank(), dist.get_world_size(), local_rank, backend)
+        return cls(dist.get_rank(), dist.get_world_size(), local_rank, backend, active=True)
 
     def device(self, name: str) -> torch.device:
         """This process's device: on CUDA under torchrun, the GPU of its local rank."""

@@ -138,6 +138,8 @@ class Trainer:
         self.data = PreparedData(data_dir(run_dir, config))
         self.stream = BatchStream(self.data, config)
         if group.is_main:
+            if group.active:
+                say(f"data-parallel: {group.world_size} process(es), {group.backend}, DDP")
             batches = self.stream.batches
             say(f"batches: {len(batches):,} an epoch in {len(batches.shapes())} shapes, "
                 f"padding {batches.padding_share():.1%} of their tokens")

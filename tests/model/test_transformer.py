@@ -330,6 +330,50 @@ def test_recorded_attention_weights_are_distributions_per_layer_and_head() -> No
     assert maps.decoder_self[0][0, 0].triu(1).abs().max() == 0  # no weight on the future
 
 
+# ----------------------------------------------------------------------------- which attention kernel
+
+def test_the_decoder_gives_its_look_ahead_to_the_fused_kernel_as_is_causal(monkeypatch) -> None:
+    """The fused kernel gets is_causal for the decoder's self-attention (flash attention on CUDA,
+    which skips the masked half) and padding masks elsewhere; the explicit path agrees with it."""
+    from aiayn.model import transformer
+
+    calls = []
+    fused = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, is_causal=False):
+        calls.append((q.size(-2), k.size(-2), attn_mask is not None, is_causal))
+        return fused(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+
+    monkeypatch.setattr(transformer.F, "scaled_dot_product_attention", spy)
+    model = tiny_model()
+    g = torch.Generator().manual_seed(9)
+    src, tgt = random_tokens(2, 70, g), random_tokens(2, 66, g)
+    src[1, 50:] = PAD
+    logits = model(src, tgt)
+    layers = model.config.n_encoder_layers
+    assert calls[:layers] == [(70, 70, True, False)] * layers  # encoder: the padding mask
+    assert calls[layers:layers + 2] == [(66, 66, False, True), (66, 70, True, False)]  # decoder: causal, cross
+    from aiayn.model import AttentionMaps
+
+    assert torch.allclose(model(src, tgt, record=AttentionMaps()), logits, atol=1e-5)  # the explicit path
+
+
+def test_cuda_kernel_choices_are_set_for_cuda_alone() -> None:
+    from aiayn.runtime import use_cuda_kernels
+
+    before = (torch.backends.cuda.cudnn_sdp_enabled(), torch.get_float32_matmul_precision())
+    try:
+        use_cuda_kernels(torch.device("cpu"))
+        assert (torch.backends.cuda.cudnn_sdp_enabled(), torch.get_float32_matmul_precision()) == before
+        use_cuda_kernels(torch.device("cuda", 0))  # flags only: no GPU needed to set them
+        assert not torch.backends.cuda.cudnn_sdp_enabled()  # a graph built per shape: never on the hot path
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+        assert torch.get_float32_matmul_precision() == "high"  # TF32
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(before[0])
+        torch.set_float32_matmul_precision(before[1])
+
+
 # ----------------------------------------------------------------------------- it learns
 
 def test_tiny_model_overfits_a_handful_of_pairs() -> None:

@@ -132,3 +132,11 @@ def test_a_run_resumes_with_another_number_of_processes(data: Path, tmp_path: Pa
     assert "written by 2 processes, this run has 1" in output
     state, _ = checkpoint.load_training_state(run / "checkpoints" / "step_00000005")
     assert state["world_size"] == 1 and state["step"] == 5
+
+
+def test_one_process_under_torchrun_runs_ddp_and_trains_as_a_plain_process(data: Path, tmp_path: Path) -> None:
+    common = [*TRAIN, "--data", str(data), "--max-steps", "6", "--save-every", "6"]
+    output = finish(torchrun(*common, "--out", str(tmp_path / "torchrun"), nproc=1))
+    assert "data-parallel: 1 process(es), gloo, DDP" in output  # the path NCCL takes on one GPU
+    aiayn(*common, "--out", str(tmp_path / "plain"))
+    assert largest_difference(weights(tmp_path / "torchrun", 6), weights(tmp_path / "plain", 6)) < 1e-6
