@@ -19,6 +19,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -81,15 +82,15 @@ def device_peak(device: str) -> float:
     return peak
 
 
-def measure_training(data: Path, run: Path, preset: str, device: str, batch_tokens: int, minutes: float,
-                     compile: bool, peak: float, extra: list[str] = (), launcher: list[str] | None = None,
-                     timeout: float | None = None) -> dict:
-    """Train `preset` on prepared `data` for `minutes` of steps (bf16) and read target tokens/s,
-    model TFLOP/s and MFU off its log; `launcher` (e.g. torchrun) replaces `python -m`. The
-    training's output goes to RUN.log."""
+def measure_training(data: Path, run: Path, preset: str, device: str, batch_tokens: int, budget: Sequence[str],
+                     compile: bool, peak: float, extra: Sequence[str] = (), launcher: list[str] | None = None,
+                     timeout: float | None = None, log_every: int = 20) -> dict:
+    """Train `preset` on prepared `data` (bf16) within `budget` (`--time-budget M` or `--max-steps N`)
+    and read target tokens/s, model TFLOP/s and MFU off its log; `launcher` (e.g. torchrun) replaces
+    `python -m`. The training's output goes to RUN.log."""
     command = [*(launcher or [sys.executable, "-m"]), "aiayn", "train", "--out", str(run), "--overwrite",
                "--data", str(data), "--preset", preset, "--device", device, "--bf16", "--batch-tokens",
-               str(batch_tokens), "--time-budget", str(minutes), "--log-every", "20", "--save-every", str(10**7),
+               str(batch_tokens), *budget, "--log-every", str(log_every), "--save-every", str(10**7),
                "--eval-every", str(10**7), *(["--compile"] if compile else []), *extra]
     with open(run.with_suffix(".log"), "w") as log:
         subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
@@ -97,7 +98,7 @@ def measure_training(data: Path, run: Path, preset: str, device: str, batch_toke
     logged = [r for r in records if "tokens_per_s" in r]
     steps = logged[2:]  # the first windows hold start-up and compilation
     if not steps:
-        raise SystemExit("too few steps logged: give more --minutes")
+        raise RuntimeError(f"{run}: too few steps logged to measure ({len(logged)} windows): give a larger budget")
     tokens_per_s = float(np.mean([r["tokens_per_s"] for r in steps]))
     manifest = json.loads((data / "manifest.json").read_text())["train"]
     config = json.loads((run / "config.json").read_text())["model"]
@@ -124,8 +125,8 @@ def main() -> None:
     work = Path(a.work)
     data = prepared_synthetic(work, a.pairs)
     peak = a.peak_tflops or device_peak(a.device)
-    result = measure_training(data, work / f"run_{a.preset}", a.preset, a.device, a.batch_tokens, a.minutes,
-                              a.compile, peak, extra)
+    result = measure_training(data, work / f"run_{a.preset}", a.preset, a.device, a.batch_tokens,
+                              ["--time-budget", str(a.minutes)], a.compile, peak, extra)
     print(json.dumps(result, indent=1))
     (work / "result.json").write_text(json.dumps(result, indent=1))
 

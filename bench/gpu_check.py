@@ -45,26 +45,29 @@ class Settings:
     batch_tokens: int = 25_000
     synthetic_pairs: int = 60_000
     vocab_size: int = 32_000
-    train_minutes: float = 0.75  # of training steps, eager and compiled each
+    train_budget: tuple[str, ...] = ("--time-budget", "0.75")  # of training steps, eager and compiled each
+    log_every: int = 20
     multi30k_preset: str = "base"
-    multi30k_minutes: float = 3.0
+    multi30k_budget: tuple[str, ...] = ("--time-budget", "3")
     multi30k_flags: tuple[str, ...] = ("--batch-tokens", "12000", "--dropout", "0.3", "--warmup", "1000",
                                        "--eval-every", "500")
     multi30k_vocab: int = 8000
     decode_limit: int = 0  # test sentences decoded (0: all 1,000)
     profile_steps: int = 10
-    torchrun_minutes: float = 0.3
+    torchrun_budget: tuple[str, ...] = ("--time-budget", "0.3")
     peak_tflops: float | None = None  # by the GPU's name
     stage_seconds: tuple[tuple[str, int], ...] = (("eager", 150), ("compiled", 240), ("multi30k", 330),
                                                   ("decoding", 180), ("profile", 120), ("torchrun", 120))
     budget_seconds: int = 570  # all stages together; a stage with too little left is skipped
 
 
+# The dry run counts steps, not minutes, so that a slow or busy machine still logs enough of them.
 DRY_RUN = Settings(device="cpu", preset="tiny", batch_tokens=2000, synthetic_pairs=2000, vocab_size=1000,
-                   train_minutes=0.05, multi30k_preset="tiny",  multi30k_minutes=0.05,
+                   train_budget=("--max-steps", "24"), log_every=4, multi30k_preset="tiny",
+                   multi30k_budget=("--max-steps", "24"),
                    multi30k_flags=("--batch-tokens", "2000", "--eval-every", "20", "--bleu-sentences", "20"),
-                   multi30k_vocab=1000, decode_limit=24, profile_steps=3, torchrun_minutes=0.03, peak_tflops=0.4,
-                   budget_seconds=900)
+                   multi30k_vocab=1000, decode_limit=24, profile_steps=3, torchrun_budget=("--max-steps", "12"),
+                   peak_tflops=0.4, budget_seconds=900)
 
 
 def python_module(*args: str) -> list[str]:
@@ -88,7 +91,7 @@ class Check:
         print(f"== {name} (at most {min(limit, left):.0f} s)", flush=True)
         try:
             self.result[name] = run(min(limit, left))
-        except Exception as error:  # noqa: BLE001 - one stage's failure is reported, the others still run
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - one stage's failure is reported, the others run
             self.result["errors"][name] = "".join(traceback.format_exception_only(error)).strip()[-2000:]
             print(f"   {name} failed: {self.result['errors'][name]}", flush=True)
         self.result["seconds"][name] = round(time.monotonic() - began, 1)
@@ -100,8 +103,8 @@ class Check:
     def training(self, compiled: bool, timeout: float) -> dict:
         s = self.settings
         run = self.work / ("run_compiled" if compiled else "run_eager")
-        return measure_training(self.synthetic(), run, s.preset, s.device, s.batch_tokens, s.train_minutes, compiled,
-                                self.peak, timeout=timeout)
+        return measure_training(self.synthetic(), run, s.preset, s.device, s.batch_tokens, s.train_budget, compiled,
+                                self.peak, timeout=timeout, log_every=s.log_every)
 
     def multi30k_run(self, timeout: float) -> dict:
         s, m30k = self.settings, self.require_multi30k()
@@ -109,7 +112,7 @@ class Check:
         command = python_module("aiayn", "train", "--out", str(run), "--overwrite", "--multi30k", "en-de",
                                 "--data-dir", str(m30k), "--vocab-size", str(s.multi30k_vocab),
                                 "--preset", s.multi30k_preset, "--device", s.device, "--bf16",
-                                "--time-budget", str(s.multi30k_minutes), "--save-every", str(10**7),
+                                *s.multi30k_budget, "--save-every", str(10**7),
                                 *s.multi30k_flags)
         log = run.with_suffix(".log")
         with open(log, "w") as out:
@@ -117,8 +120,7 @@ class Check:
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         trained = [r for r in records if "train_loss" in r]
         valid = [r for r in records if "valid_bleu" in r]
-        result = {"recipe": ["--preset", s.multi30k_preset, "--bf16", "--time-budget", str(s.multi30k_minutes),
-                             *s.multi30k_flags],
+        result = {"recipe": ["--preset", s.multi30k_preset, "--bf16", *s.multi30k_budget, *s.multi30k_flags],
                   "steps": trained[-1]["step"], "train_seconds": round(trained[-1]["train_seconds"], 1),
                   "target_tokens_per_s": round(sum(r["tokens_per_s"] for r in trained[2:] or trained)
                                                / len(trained[2:] or trained)),
@@ -172,8 +174,8 @@ class Check:
         s = self.settings
         run = self.work / "run_torchrun"
         launcher = python_module("torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m")
-        result = measure_training(self.synthetic(), run, s.preset, s.device, s.batch_tokens, s.torchrun_minutes, False,
-                                  self.peak, launcher=launcher, timeout=timeout)
+        result = measure_training(self.synthetic(), run, s.preset, s.device, s.batch_tokens, s.torchrun_budget, False,
+                                  self.peak, launcher=launcher, timeout=timeout, log_every=s.log_every)
         lines = [line for line in run.with_suffix(".log").read_text().splitlines() if "data-parallel:" in line]
         return {**result, "process_group": lines[0].strip() if lines else "none (not under DDP)"}
 
