@@ -312,9 +312,10 @@ def beam_search(
 
         # Hypotheses ending here: <eos> among a sentence's k best candidates.
         ends = is_eos[:, :k] & (top_scores[:, :k] > float("-inf")) & active[:, None]
-        ended = torch.where(ends, top_scores[:, :k], float("-inf"))
-        finished.add(ended / penalty, ended, beam_tokens.gather(1, top_beam[:, :k, None].expand_as(beam_tokens)),
-                     length - 1, complete=True)
+        if every > 1 or ends.any():  # the test reads the device: only where every step does anyway
+            ended = torch.where(ends, top_scores[:, :k], float("-inf"))
+            finished.add(ended / penalty, ended, beam_tokens.gather(1, top_beam[:, :k, None].expand_as(beam_tokens)),
+                         length - 1, complete=True)
 
         # The k best candidates that go on.
         scores, live = top_scores.masked_fill(is_eos, float("-inf")).topk(k, dim=-1)
