@@ -1,0 +1,181 @@
+"""Using a translator: translate, evaluate, attention (translators and ViTs) and serve."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from aiayn.commands.options import (PICTURES, POSITIVE, add_decoding_arguments, add_sampling_arguments,
+                                    add_weights_arguments, number, output_file, read_input)
+from aiayn.errors import InputError
+
+
+def add_translate(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("translate", help="translate raw text, one sentence a line (stdin or --input)")
+    add_decoding_arguments(p)
+    p.add_argument("--input", help="file to translate (default: stdin)")
+    p.add_argument("--output", help="file to write (default: stdout)")
+    p.add_argument("--n-best", type=POSITIVE, default=1, help="write the N best as 'line ||| text ||| score'")
+    p.add_argument("--no-repeat-ngram-size", type=number(int, 0), default=0)
+    add_sampling_arguments(p)
+    p.set_defaults(run=_translate)
+
+
+def add_evaluate(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("evaluate", help="translate a test set and score it (sacreBLEU, chrF, tokenised BLEU)")
+    add_decoding_arguments(p)
+    p.add_argument("--src", required=True)
+    p.add_argument("--ref", required=True)
+    p.add_argument("--hyp", help="also write the translations to this file")
+    p.add_argument("--lang", help="target language for the Moses tokeniser (default: the checkpoint's)")
+    p.set_defaults(run=_evaluate)
+
+
+def add_attention(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("attention", help="draw attention maps of a sentence as a PNG")
+    add_decoding_arguments(p)
+    p.add_argument("--src", help="source sentence (translators)")
+    p.add_argument("--tgt", help="target sentence (default: the model's translation)")
+    p.add_argument("--image", type=number(int, 0), default=0, help="test image (Vision Transformers)")
+    p.add_argument("--out", required=True, help="PNG file")
+    p.add_argument("--kind", default="cross", choices=["cross", "encoder", "decoder"])
+    p.add_argument("--layer", type=int, default=-1, help="layer (negative counts from the last)")
+    p.add_argument("--head", type=int, help="one head, counted from 0 (default: the average over heads)")
+    p.add_argument("--all-heads", action="store_true", help="a grid of every layer and head")
+    p.set_defaults(run=_attention)
+
+
+def add_serve(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("serve", help="serve a checkpoint over HTTP, with a web page showing the attention")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint, or a run directory (averaged, best or last)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=number(int, 0, 65535), default=8000)
+    p.add_argument("--max-wait-ms", type=number(float, 0.0, 10_000.0), default=5.0,
+                   help="how long a request waits for others to batch with")
+    p.add_argument("--max-batch-tokens", type=POSITIVE, default=4000, help="source tokens in one decoding batch")
+    p.add_argument("--no-batching", action="store_true", help="decode one request at a time")
+    p.add_argument("--timeout", type=number(float, above=0.0, maximum=86_400.0), default=60.0,
+                   help="seconds of decoding a request may take before it is cut off with an error")
+    p.add_argument("--max-body-bytes", type=POSITIVE, default=2 * 1024 * 1024,
+                   help="larger request bodies are refused (413) before they are parsed")
+    add_weights_arguments(p)
+    p.set_defaults(run=_serve)
+
+
+def _check_weights(args: argparse.Namespace) -> None:
+    if args.int8 and args.device != "cpu":
+        raise InputError("--int8 runs on the CPU only (give --device cpu, or --bf16 for a GPU)")
+
+
+def _translator(args: argparse.Namespace):
+    from aiayn.decoding.translator import Translator
+    from aiayn.runtime import check_device
+
+    check_device(args.device)
+    _check_weights(args)
+    return Translator.from_checkpoint(args.checkpoint, device=args.device, announce=True, bf16=args.bf16,
+                                      int8=args.int8)
+
+
+def _translate(args: argparse.Namespace) -> int:
+    from aiayn.checkpoint import resolve_checkpoint
+    from aiayn.decoding.search import Sampling
+    from aiayn.files import write_output
+
+    output = output_file(args.output, "--output", (args.input,))
+    resolve_checkpoint(args.checkpoint)  # a wrong --checkpoint is reported before stdin is waited for
+    lines = read_input(args.input)
+    translator = _translator(args)
+    sampling = (Sampling(args.temperature, args.top_k, args.top_p, args.seed) if args.sample else None)
+    progress = bool(args.input) or not sys.stdin.isatty()
+    if args.n_best > 1:
+        found = translator.translate_n_best(lines, args.n_best, max(args.beam, args.n_best), args.alpha, args.batch_tokens)
+        out_lines = [f"{i} ||| {text} ||| {score:.4f}" for i, hyps in enumerate(found) for text, score in hyps]
+    else:
+        out_lines = translator.translate(lines, 1 if sampling else args.beam, args.alpha, args.batch_tokens,
+                                         args.no_repeat_ngram_size, sampling, progress=progress)
+    text = "".join(line + "\n" for line in out_lines)
+    if output:
+        write_output(output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from aiayn.data.corpus import read_parallel
+    from aiayn.evaluation.bleu import bleu, chrf, tokenized_lowercased_bleu
+    from aiayn.files import write_output
+
+    hyp = output_file(args.hyp, "--hyp", (args.src, args.ref))
+    sources, references = read_parallel(args.src, args.ref)
+    if not sources:
+        raise InputError(f"{args.src}: empty test set")
+    translator = _translator(args)
+    hypotheses = translator.translate(sources, args.beam, args.alpha, args.batch_tokens, progress=True)
+    if hyp:
+        write_output(hyp, "".join(h + "\n" for h in hypotheses))
+    lang = args.lang or (translator.config.get("languages") or {}).get("target") or "en"
+    decoding = "greedy" if args.beam == 1 else f"beam {args.beam}, alpha {args.alpha}"
+    print(f"{len(hypotheses)} sentences, {decoding}")
+    for label, score in (("sacreBLEU", bleu(hypotheses, references)), ("chrF", chrf(hypotheses, references))):
+        print(f"{label:<10} {score.text}\n{'':<10} signature {score.signature}")
+    tokenized = tokenized_lowercased_bleu(hypotheses, references, lang)
+    print(f"BLEU {tokenized.score:.2f} on Moses-tokenised, lowercased text (as in Multi30k papers; "
+          f"not comparable with sacreBLEU)")
+    return 0
+
+
+def _attention(args: argparse.Namespace) -> int:
+    from aiayn.checkpoint import model_config_of, read_config, resolve_checkpoint
+    from aiayn.evaluation.attention_plot import check_map_choice, draw_all_heads, draw_attention
+    from aiayn.family.store import TRANSLATOR, kind_of
+    from aiayn.family.vit import VIT
+
+    out = output_file(args.out, "--out", suffixes=PICTURES)
+    kind = kind_of(args.checkpoint)
+    if kind == VIT:
+        return _image_attention(args, out)
+    if kind != TRANSLATOR:
+        raise InputError(f"{args.checkpoint}: a {kind} checkpoint; aiayn attention draws translators and ViTs")
+    if args.src is None:
+        raise InputError("--src: give the source sentence whose attention to draw")
+    directory = resolve_checkpoint(args.checkpoint)
+    check_map_choice(model_config_of(read_config(directory), directory / "config.json"), args.kind, args.layer, args.head)
+    translator = _translator(args)
+    result = translator.attention(args.src, args.tgt, beam=args.beam)
+    print(f"{args.src}\n-> {result.translation}")
+    if args.all_heads:
+        path = draw_all_heads(result, out, args.kind)
+    else:
+        path = draw_attention(result, out, args.kind, args.layer, args.head)
+    print(f"wrote {path}")
+    return 0
+
+
+def _image_attention(args: argparse.Namespace, out: Path) -> int:
+    from aiayn.family.vit import Digits, draw_class_token_attention, load_vit
+
+    model = load_vit(args.checkpoint, announce=True)
+    digits = Digits.load()
+    if not 0 <= args.image < len(digits.test_labels):
+        raise InputError(f"--image {args.image}: the test split has images 0..{len(digits.test_labels) - 1}")
+    n_layers = len(model.encoder.layers)
+    if not -n_layers <= args.layer < n_layers:
+        raise InputError(f"--layer {args.layer}: the model has layers 0..{n_layers - 1}")
+    label = int(digits.test_labels[args.image])
+    print(f"wrote {draw_class_token_attention(model, digits.test_images[args.image], label, out, args.layer)}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiayn.runtime import check_device
+    from aiayn.serving.app import ServiceLimits, check_address, serve
+
+    check_device(args.device)
+    _check_weights(args)
+    check_address(args.host, args.port)
+    limits = ServiceLimits(max_body_bytes=args.max_body_bytes, decode_timeout_s=args.timeout)
+    serve(args.checkpoint, args.host, args.port, 0.0 if args.no_batching else args.max_wait_ms,
+          0 if args.no_batching else args.max_batch_tokens, args.device, args.bf16, limits, args.int8)
+    return 0

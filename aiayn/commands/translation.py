@@ -1,0 +1,187 @@
+"""Making a translator: demo, prepare, train (§5), average (§6.1) and plot."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from aiayn.commands.options import (FRACTION, PICTURES, POSITIVE, SEED, TrainingDefaults, TrainingGroups,
+                                    add_corpus_arguments, add_training_arguments, number, output_file, time_budget_s)
+from aiayn.errors import InputError
+from aiayn.model.config import ModelConfig
+
+RAW_CORPUS_FLAGS = {"train_src": "--train-src", "train_tgt": "--train-tgt", "valid_src": "--valid-src",
+                    "valid_tgt": "--valid-tgt", "vocab_size": "--vocab-size", "max_length": "--max-length",
+                    "sample_sentences": "--sample-sentences", "multi30k": "--multi30k"}
+TRAIN_DEFAULTS = TrainingDefaults(warmup=4000, eval_every=500, log_every=10, batch_tokens=8000,
+                                  batch_help="source+target tokens per batch")
+
+
+def add_demo(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("demo", help="train a small English->German number-word translator (no download) and test it")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo run in --out")
+    p.add_argument("--minutes", type=number(float, above=0.0), default=2.0, help="training time")
+    p.add_argument("--seed", type=SEED, default=1)
+    p.set_defaults(run=_demo)
+
+
+def add_prepare(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("prepare", help="prepare a parallel corpus of any size for training: vocabulary, token arrays")
+    p.add_argument("--out", required=True, help="DATA folder to write (new or empty; --overwrite replaces prepared data)")
+    add_corpus_arguments(p.add_argument_group("corpus"))
+    p.add_argument("--seed", type=SEED, default=1, help="for the vocabulary's sample")
+    p.add_argument("--overwrite", action="store_true", help="replace data prepared from other inputs in --out")
+    p.set_defaults(run=_prepare)
+
+
+def add_train(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("train", help="train a translator on parallel text (§5); under torchrun, data-parallel")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", help="new run directory")
+    target.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    data = p.add_argument_group("data (prepared, or raw files prepared into RUN/data)")
+    data.add_argument("--data", help="a folder made by `aiayn prepare` (with --resume: where the run's data moved)")
+    data.add_argument("--multi30k", metavar="SRC-TGT", help="Multi30k language pair, e.g. de-en (train + val splits)")
+    data.add_argument("--data-dir", help="local copy of the Multi30k raw files (default: download once to the cache)")
+    data.add_argument("--source-lang", dest="source_lang", help="language codes, kept in the checkpoints (e.g. de)")
+    data.add_argument("--target-lang", dest="target_lang")
+    add_corpus_arguments(data)
+    _add_translator_training(add_training_arguments(p, TRAIN_DEFAULTS))
+    p.set_defaults(run=_train)
+
+
+def _add_translator_training(groups: TrainingGroups) -> None:
+    """What only the translator's training takes, in the groups every training verb has."""
+    model = groups.model
+    model.add_argument("--preset", default="small", choices=sorted(ModelConfig.PRESETS))
+    model.add_argument("--positional-encoding", choices=["sinusoidal", "learned"])
+    model.add_argument("--norm-placement", choices=["post", "pre"])
+    opt = groups.optimisation
+    opt.add_argument("--batch-widths", dest="batch_widths", type=POSITIVE,
+                     help="(source, target) lengths batches are padded to, chosen from the corpus (20): "
+                          "at most twice as many batch shapes")
+    opt.add_argument("--accumulate", type=POSITIVE, default=1, help="batches per optimizer step")
+    opt.add_argument("--label-smoothing", dest="label_smoothing", type=FRACTION, default=0.1)
+    opt.add_argument("--adam-beta1", dest="adam_beta1", type=FRACTION, default=0.9)
+    opt.add_argument("--adam-beta2", dest="adam_beta2", type=FRACTION, default=0.98)
+    opt.add_argument("--adam-eps", dest="adam_eps", type=number(float, above=0.0), default=1e-9)
+    opt.add_argument("--clip-norm", dest="clip_norm", type=number(float, 0.0), default=0.0, help="0 = no clipping")
+    stop = groups.stopping
+    stop.add_argument("--max-epochs", dest="max_epochs", type=POSITIVE)
+    stop.add_argument("--bleu-sentences", dest="bleu_sentences", type=POSITIVE,
+                      help="validate BLEU on the first N sentences")
+    stop.add_argument("--valid-share", dest="valid_share", type=number(float, above=0.0, maximum=1.0),
+                      help="skip scheduled validations while they have taken more than this share of the "
+                           "training time (0.05); the last step always validates")
+    stop.add_argument("--save-every", dest="save_every", type=POSITIVE, default=500)
+    stop.add_argument("--keep-last", dest="keep_last", type=POSITIVE, default=5)
+    groups.device.add_argument("--compile", action="store_true", help="torch.compile the model")
+
+
+def add_average(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("average", help="average the last N checkpoints of a run (§6.1)")
+    p.add_argument("run_dir")
+    p.add_argument("--last", type=POSITIVE, default=5)
+    p.add_argument("--out", help="a new or empty folder (default: RUN_DIR/checkpoints/average, replaced)")
+    p.add_argument("--overwrite", action="store_true", help="replace the aiayn checkpoint in --out")
+    p.set_defaults(run=_average)
+
+
+def add_plot(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("plot", help="draw a run's loss, learning rate and BLEU curves to a PNG")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="default: RUN_DIR/curves.png")
+    p.set_defaults(run=_plot)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from aiayn.runtime import check_device
+    from aiayn.training.trainer import TrainConfig, train
+
+    check_device(args.device)
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+              if getattr(args, f.name, None) is not None}
+    values["time_budget_s"] = time_budget_s(args)
+    if args.resume:
+        stopping = {k: values.get(k) for k in ("max_steps", "max_epochs", "time_budget_s")}
+        config = TrainConfig(**stopping) if any(stopping.values()) else None
+        train(args.resume, config=config, resume=True, data=args.data)
+        return 0
+    values.update(_training_data(args))
+    overrides = {k: v for k, v in dict(dropout=args.dropout, positional_encoding=args.positional_encoding,
+                                       norm_placement=args.norm_placement).items() if v is not None}
+    config = TrainConfig(**values)  # checks the numbers before anything is read or written
+    train(args.out, ModelConfig.preset(args.preset, **overrides), config, overwrite=args.overwrite,
+          workers=args.workers)
+    return 0
+
+
+def _training_data(args: argparse.Namespace) -> dict[str, str]:
+    """Where a new run's data comes from: prepared DATA, Multi30k's raw files, or the user's raw files
+    (already in the arguments); the TrainConfig values to add."""
+    if args.data:
+        given = [flag for name, flag in RAW_CORPUS_FLAGS.items() if getattr(args, name, None) is not None]
+        if given:
+            raise InputError(f"{given[0]} belongs to `aiayn prepare` (or to training from raw files): "
+                             f"--data {args.data} is already prepared")
+        return {}
+    if args.multi30k:
+        from aiayn.data.multi30k import split_path
+
+        src_lang, _, tgt_lang = args.multi30k.partition("-")
+        return dict(source_lang=src_lang, target_lang=tgt_lang,
+                    train_src=str(split_path("train", src_lang, args.data_dir)),
+                    train_tgt=str(split_path("train", tgt_lang, args.data_dir)),
+                    valid_src=str(split_path("val", src_lang, args.data_dir)),
+                    valid_tgt=str(split_path("val", tgt_lang, args.data_dir)))
+    if not (args.train_src and args.train_tgt):
+        raise InputError("no training data: give --data DATA (see aiayn prepare), --train-src and --train-tgt, "
+                         "or --multi30k SRC-TGT")
+    return {}
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from aiayn.data.prepared import PrepareOptions, prepare
+
+    if not (args.train_src and args.train_tgt):
+        raise InputError("give the corpus: --train-src and --train-tgt")
+    defaults = PrepareOptions()
+    options = PrepareOptions(args.vocab_size or defaults.vocab_size, args.max_length or defaults.max_length,
+                             args.sample_sentences or defaults.sample_sentences, args.seed, args.workers)
+    prepare(args.out, args.train_src, args.train_tgt, args.valid_src, args.valid_tgt, options, args.overwrite)
+    return 0
+
+
+def _average(args: argparse.Namespace) -> int:
+    from aiayn.checkpoint import AVERAGE_DIR, average_checkpoints, is_checkpoint, step_checkpoints
+    from aiayn.files import check_output_dir
+
+    paths = step_checkpoints(Path(args.run_dir))[-args.last:]
+    if not paths:
+        raise InputError(f"{args.run_dir}: no step checkpoints to average (is it a training run?)")
+    if args.out:  # the user's folder: only a new, empty, or (with --overwrite) checkpoint folder
+        out = Path(args.out)
+        check_output_dir(out, "checkpoint", is_checkpoint, args.overwrite)
+    else:  # the run's own checkpoints/average, which re-averaging replaces
+        out = Path(args.run_dir) / "checkpoints" / AVERAGE_DIR
+    if len(paths) < args.last:
+        print(f"note: {args.run_dir} has {len(paths)} checkpoints, fewer than --last {args.last}", file=sys.stderr)
+    print(f"averaged {', '.join(p.name for p in paths)} into {average_checkpoints(paths, out)}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from aiayn.evaluation.plots import plot_run
+
+    print(plot_run(args.run_dir, output_file(args.out, "--out", suffixes=PICTURES)))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from aiayn.demo import run_demo
+
+    run_demo(args.out, minutes=args.minutes, seed=args.seed, overwrite=args.overwrite)
+    return 0
