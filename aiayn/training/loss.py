@@ -66,8 +66,9 @@ class _ProjectedLabelSmoothedLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, smoothing: float,
-                compute_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        wants_grad = any(ctx.needs_input_grad[:3])
+                compute_dtype: torch.dtype, differentiable: bool) -> tuple[Tensor, Tensor]:
+        # needs_input_grad holds under no_grad too: validation would compute gradients it drops.
+        wants_grad = differentiable and any(ctx.needs_input_grad[:3])
         h, w = hidden.to(compute_dtype), weight.to(compute_dtype)
         b = None if bias is None else bias.to(compute_dtype)
         totals = torch.zeros(2, dtype=torch.float32, device=hidden.device)
@@ -98,7 +99,7 @@ class _ProjectedLabelSmoothedLoss(torch.autograd.Function):
     def backward(ctx, grad_smoothed: Tensor, grad_nll: Tensor | None) -> tuple[Tensor | None, ...]:
         grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
         scaled = [None if g is None else g * grad_smoothed for g in (grad_hidden, grad_weight, grad_bias)]
-        return (*scaled, None, None, None)
+        return (*scaled, None, None, None, None)
 
 
 def projected_label_smoothed_loss(hidden: Tensor, projection: nn.Linear, target: Tensor,
@@ -111,7 +112,8 @@ def projected_label_smoothed_loss(hidden: Tensor, projection: nn.Linear, target:
         return smoothed.sum(), nll.sum().detach()
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else projection.weight.dtype
     with torch.autocast(device, enabled=False):
-        return _ProjectedLabelSmoothedLoss.apply(hidden, projection.weight, projection.bias, target, smoothing, dtype)
+        return _ProjectedLabelSmoothedLoss.apply(hidden, projection.weight, projection.bias, target, smoothing, dtype,
+                                                 torch.is_grad_enabled())
 
 
 class TeacherForcingLoss(nn.Module):

@@ -176,3 +176,36 @@ def test_training_loss_never_holds_the_logits_in_float32(bf16: bool) -> None:
     assert whole_logits.most >= 2  # what the watch sees in the plain formula: float32 copies of the logits
     assert lean.most <= 1  # one chunk of the logits at most (here the batch fits in one chunk)
     assert whole_logits.logit_rows == batch.tgt_out.numel() and lean.logit_rows == batch.n_target_tokens  # no padding
+
+
+class MatrixProducts(TorchDispatchMode):
+    """Counts matrix products (mm, addmm, bmm, matmul's kernels) over every operation."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_validation_computes_no_gradient_of_the_projection(monkeypatch) -> None:
+    """Without grad mode (validation), each chunk costs one product: the logits; with it, three
+    (the logits, and the gradients of the hidden states and of the projection)."""
+    from aiayn.training import loss as loss_module
+    from aiayn.training.loss import projected_label_smoothed_loss
+
+    model, batch = padded_batch()
+    monkeypatch.setitem(loss_module.CHUNK_ELEMENTS, "cpu", 97 * 7)  # chunks of 7 rows
+    hidden = torch.randn(batch.n_target_tokens, 32)
+    target = batch.tgt_out.flatten()[batch.positions]
+    chunks = -(-batch.n_target_tokens // 7)
+    counts = {}
+    for grad_mode in (True, False):
+        with torch.set_grad_enabled(grad_mode), MatrixProducts() as products:
+            smoothed, _ = projected_label_smoothed_loss(hidden, model.output_projection, target, 0.1)
+        counts[grad_mode] = products.count
+        assert smoothed.requires_grad == grad_mode
+    assert counts == {True: 3 * chunks, False: chunks}
