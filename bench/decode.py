@@ -70,6 +70,33 @@ def ct2_worker(conn, checkpoint: str, batches: list[list[list[str]]], pieces: di
         conn.send(out)
 
 
+def check_arguments(ap: argparse.ArgumentParser, a: argparse.Namespace) -> bool:
+    """Bad arguments end with one line (exit 2) before any work; whether the device is a GPU."""
+    from aiayn.errors import InputError
+    from aiayn.runtime import check_device
+
+    try:
+        check_device(a.device)
+    except InputError as error:
+        ap.error(str(error))
+    on_gpu = torch.device(a.device).type == "cuda"
+    if a.systems == "gpu" or on_gpu and a.systems == ap.get_default("systems"):
+        a.systems = GPU_SYSTEMS
+    if on_gpu and ("int8" in a.systems or "ct2" in a.systems):
+        ap.error("--systems: int8 and CTranslate2 run on the CPU only (give --device cpu)")
+    for language in (a.src, a.tgt):
+        if not (a.data / f"test_2016_flickr.{language}.gz").is_file():
+            ap.error(f"--data {a.data}: no test_2016_flickr.{language}.gz there")
+    for name in ("repeats", "bs"):
+        if getattr(a, name) < 1:
+            ap.error(f"--{name} must be at least 1")
+    try:
+        resolve_checkpoint(a.checkpoint)
+    except InputError as error:
+        ap.error(str(error))
+    return on_gpu
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", required=True)
@@ -81,13 +108,13 @@ def main() -> None:
                                          "ct2_int8_greedy,ct2_int8_beam4")
     ap.add_argument("--out", default="bench/out/decode.json")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--translator-batches", action="store_true",
+                    help="the translator's own batches for the device, as on a GPU (default there)")
     ap.add_argument("--data", type=Path, default=DATA, help="the Multi30k folder")
     ap.add_argument("--src", default="de", help="the source language (the checkpoint's)")
     ap.add_argument("--tgt", default="en")
     a = ap.parse_args()
-    on_gpu = a.device != "cpu"
-    if on_gpu and a.systems == ap.get_default("systems"):
-        a.systems = GPU_SYSTEMS
+    on_gpu = check_arguments(ap, a)
     if not on_gpu:
         torch.set_num_threads(2)
     checkpoint = resolve_checkpoint(a.checkpoint, announce=True)
@@ -97,7 +124,7 @@ def main() -> None:
     if a.limit:
         src_text, ref_text = src_text[: a.limit], ref_text[: a.limit]
     src_ids = translator.tokenizer.encode(src_text)
-    if on_gpu:  # the translator's batches for the device (sources and references in their order)
+    if on_gpu or a.translator_batches:  # the translator's batches for the device (sources and references in their order)
         groups = length_sorted_batches([len(s) + 1 for s in src_ids], translator.batch_tokens, 4)
         batches = [[src_ids[i] for i in group] for group in groups]
         order = [i for group in groups for i in group]  # outputs come in this order

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -62,12 +64,28 @@ def training_flops_per_target_token(config: dict, src_per_tgt: float, src_len: f
     return 3 * 2 * forward
 
 
-def prepared_synthetic(work: Path, pairs: int, vocab_size: int = 32000) -> Path:
+def run_bounded(command: Sequence[str], timeout: float | None = None, **popen) -> str | None:
+    """subprocess.run(check=True), whose timeout (or Ctrl-C) ends the command's whole process group:
+    torchrun's workers, the compiler's and `aiayn prepare`'s worker processes, not the command alone.
+    Returns its stdout when `popen` asks for it (stdout=subprocess.PIPE)."""
+    process = subprocess.Popen(command, start_new_session=True, **popen)
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, command, out)
+    return out
+
+
+def prepared_synthetic(work: Path, pairs: int, vocab_size: int = 32000, timeout: float | None = None) -> Path:
     """The synthetic corpus, prepared (`aiayn prepare` finds it up to date on a second call)."""
     src, tgt = synthetic_corpus(work / "text", pairs)
     data = work / "data"
-    subprocess.run([sys.executable, "-m", "aiayn", "prepare", "--out", str(data), "--train-src", str(src),
-                    "--train-tgt", str(tgt), "--vocab-size", str(vocab_size)], check=True)
+    run_bounded([sys.executable, "-m", "aiayn", "prepare", "--out", str(data), "--train-src", str(src),
+                 "--train-tgt", str(tgt), "--vocab-size", str(vocab_size)], timeout)
     return data
 
 
@@ -78,7 +96,7 @@ def device_peak(device: str) -> float:
     name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else ""
     peak = next((value for key, value in PEAKS.items() if key in name), None)
     if peak is None:
-        raise SystemExit(f"unknown peak for {name!r}: give --peak-tflops")
+        raise RuntimeError(f"unknown bf16 peak for device {name or device!r}: give --peak-tflops")
     return peak
 
 
@@ -93,7 +111,7 @@ def measure_training(data: Path, run: Path, preset: str, device: str, batch_toke
                str(batch_tokens), *budget, "--log-every", str(log_every), "--save-every", str(10**7),
                "--eval-every", str(10**7), *(["--compile"] if compile else []), *extra]
     with open(run.with_suffix(".log"), "w") as log:
-        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+        run_bounded(command, timeout, stdout=log, stderr=subprocess.STDOUT)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in records if "tokens_per_s" in r]
     steps = logged[2:]  # the first windows hold start-up and compilation
@@ -111,20 +129,36 @@ def measure_training(data: Path, run: Path, preset: str, device: str, batch_toke
             "compiled_graphs": logged[-1].get("compiled_graphs")}
 
 
+def positive(kind: type):
+    """An argparse type: a positive int or float (bad values exit 2 with one line)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{text} must be positive")
+        return value
+    return parse
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--preset", default="base")
-    ap.add_argument("--batch-tokens", type=int, default=25_000)
-    ap.add_argument("--minutes", type=float, default=3.0)
-    ap.add_argument("--pairs", type=int, default=200_000)
-    ap.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak (default: by its name)")
+    ap.add_argument("--batch-tokens", type=positive(int), default=25_000)
+    ap.add_argument("--minutes", type=positive(float), default=3.0)
+    ap.add_argument("--pairs", type=positive(int), default=200_000)
+    ap.add_argument("--peak-tflops", type=positive(float), help="the device's dense bf16 peak (default: by its name)")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--work", default="bench/out/gpu")
     a, extra = ap.parse_known_args()
     work = Path(a.work)
+    try:
+        peak = a.peak_tflops or device_peak(a.device)
+    except (RuntimeError, ValueError) as error:
+        ap.error(str(error))
     data = prepared_synthetic(work, a.pairs)
-    peak = a.peak_tflops or device_peak(a.device)
     result = measure_training(data, work / f"run_{a.preset}", a.preset, a.device, a.batch_tokens,
                               ["--time-budget", str(a.minutes)], a.compile, peak, extra)
     print(json.dumps(result, indent=1))

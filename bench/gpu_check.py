@@ -1,11 +1,12 @@
 """Issue 20's GPU figures in one command, for a lent GPU (under 8 minutes on one H100/H200), with
 the machine's own Python (torch, transformers, sentencepiece, sacrebleu; sacremoses carried as a
-wheel where it is missing: bench/gpu_check.sh installs wheels found in .whl/).
+wheel where it is missing: bench/gpu_check.sh installs wheels found in .whl/). Stages that no
+longer fit in the budget are skipped, and say so in the JSON.
 
     bash bench/gpu_check.sh --multi30k DIR                 # DIR: Multi30k's raw files (train/val/test_2016_flickr)
     bash bench/gpu_check.sh --multi30k DIR --dry-run       # on the CPU, preset tiny, in seconds: checks the script
 
-Stages, most wanted first, each in a process of its own with a time limit, so that one failing or
+Stages, most wanted first, each in processes of its own with a time limit, so that one failing or
 slow stage costs only itself (its error goes into the JSON):
 1. training MFU of preset base at 25,000-token batches, bf16, eager (bench/gpu.py's synthetic corpus);
 2. the same compiled: MFU, seconds to the first compiled step, graphs compiled;
@@ -16,13 +17,15 @@ slow stage costs only itself (its error goes into the JSON):
 5. a torch.profiler table of the 15 costliest kernels of a training step, host and device time per step;
 6. `torchrun --nproc_per_node 1`: the DDP path over NCCL.
 Writes WORK/gpu_check.json (printed at the end) and WORK/profile.txt; WORK (default
-bench/out/gpu_check) holds the data and runs, and must be new, empty, or an earlier check's.
+bench/out/gpu_check beside this script) holds the data and runs, and must be new, empty, or an
+earlier check's (whose files it replaces).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -33,7 +36,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from gpu import device_peak, measure_training, prepared_synthetic  # noqa: E402  (bench/gpu.py, beside this file)
+from gpu import device_peak, measure_training, prepared_synthetic, run_bounded  # noqa: E402  (bench/gpu.py, beside this file)
 
 MARKER = ".aiayn-gpu-check"  # marks WORK as this script's own
 
@@ -58,7 +61,7 @@ class Settings:
     peak_tflops: float | None = None  # by the GPU's name
     stage_seconds: tuple[tuple[str, int], ...] = (("eager", 150), ("compiled", 240), ("multi30k", 330),
                                                   ("decoding", 180), ("profile", 120), ("torchrun", 120))
-    budget_seconds: int = 570  # all stages together; a stage with too little left is skipped
+    budget_seconds: int = 470  # all stages together (under 8 minutes with start-up); a stage with too little left is skipped
 
 
 # The dry run counts steps, not minutes, so that a slow or busy machine still logs enough of them.
@@ -97,13 +100,14 @@ class Check:
         self.result["seconds"][name] = round(time.monotonic() - began, 1)
 
     # ------------------------------------------------------------------ stages
-    def synthetic(self) -> Path:
-        return prepared_synthetic(self.work / "synthetic", self.settings.synthetic_pairs, self.settings.vocab_size)
+    def synthetic(self, timeout: float) -> Path:
+        return prepared_synthetic(self.work / "synthetic", self.settings.synthetic_pairs, self.settings.vocab_size,
+                                  timeout)
 
     def training(self, compiled: bool, timeout: float) -> dict:
         s = self.settings
         run = self.work / ("run_compiled" if compiled else "run_eager")
-        return measure_training(self.synthetic(), run, s.preset, s.device, s.batch_tokens, s.train_budget, compiled,
+        return measure_training(self.synthetic(timeout), run, s.preset, s.device, s.batch_tokens, s.train_budget, compiled,
                                 self.peak, timeout=timeout, log_every=s.log_every)
 
     def multi30k_run(self, timeout: float) -> dict:
@@ -114,9 +118,9 @@ class Check:
                                 "--preset", s.multi30k_preset, "--device", s.device, "--bf16",
                                 *s.multi30k_budget, "--save-every", str(10**7),
                                 *s.multi30k_flags)
-        log = run.with_suffix(".log")
+        log, started = run.with_suffix(".log"), time.monotonic()
         with open(log, "w") as out:
-            subprocess.run(command, check=True, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
+            run_bounded(command, timeout, stdout=out, stderr=subprocess.STDOUT)
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         trained = [r for r in records if "train_loss" in r]
         valid = [r for r in records if "valid_bleu" in r]
@@ -127,27 +131,27 @@ class Check:
                   "valid_bleu": [(r["step"], round(r["valid_bleu"], 2)) for r in valid],
                   "validation_share": next((line.strip() for line in log.read_text().splitlines()
                                             if line.startswith("validation took")), None)}
-        result.update(self.test_bleu(run))
+        result.update(self.test_bleu(run, timeout - (time.monotonic() - started)))
         return result
 
-    def test_bleu(self, run: Path) -> dict:
+    def test_bleu(self, run: Path, timeout: float) -> dict:
+        """`aiayn evaluate` on test_2016_flickr (its first decode_limit sentences), greedy and beam 4."""
         from aiayn.data.corpus import read_lines
-        from aiayn.decoding.translator import Translator
-        from aiayn.evaluation.bleu import bleu, tokenized_lowercased_bleu
 
         m30k, limit = self.require_multi30k(), self.settings.decode_limit or None
-        sources = read_lines(m30k / "test_2016_flickr.en.gz")[:limit]
-        references = read_lines(m30k / "test_2016_flickr.de.gz")[:limit]
-        translator = Translator.from_checkpoint(run, device=self.settings.device)
-        scores: dict = {"test_sentences": len(sources)}
+        files = {}
+        for language in ("en", "de"):
+            files[language] = self.work / f"test_2016_flickr.{language}"
+            files[language].write_text("".join(line + "\n" for line in
+                                               read_lines(m30k / f"test_2016_flickr.{language}.gz")[:limit]))
+        scores: dict = {"test_sentences": len(read_lines(files["en"]))}
         for name, beam in (("greedy", 1), ("beam4", 4)):
-            hypotheses = translator.translate(sources, beam=beam)
-            scores[f"test_sacrebleu_{name}"] = round(bleu(hypotheses, references).score, 2)
-            try:
-                scores[f"test_tokenised_bleu_{name}"] = round(tokenized_lowercased_bleu(hypotheses, references, "de")
-                                                              .score, 2)
-            except ImportError as missing:  # sacremoses: carry its wheel (bench/gpu_check.sh)
-                scores[f"test_tokenised_bleu_{name}"] = f"not measured: {missing}"
+            printed = run_bounded(python_module("aiayn", "evaluate", "--checkpoint", str(run), "--device",
+                                                self.settings.device, "--src", str(files["en"]), "--ref",
+                                                str(files["de"]), "--lang", "de", "--beam", str(beam)),
+                                  max(timeout, 1), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            scores[f"test_sacrebleu_{name}"] = float(re.search(r"^sacreBLEU\s+BLEU = ([\d.]+)", printed, re.M)[1])
+            scores[f"test_tokenised_bleu_{name}"] = float(re.search(r"^BLEU ([\d.]+) on Moses", printed, re.M)[1])
         return scores
 
     def decoding(self, timeout: float) -> dict:
@@ -155,26 +159,29 @@ class Check:
         command = [sys.executable, str(BENCH / "decode.py"), "--checkpoint", str(self.work / "multi30k_en_de"),
                    "--device", s.device, "--data", str(self.require_multi30k()), "--src", "en", "--tgt", "de",
                    "--repeats", "1", "--limit", str(s.decode_limit), "--out", str(out)]
-        if s.device == "cpu":  # the dry run: the GPU's systems, on the CPU
-            command += ["--systems", "aiayn_greedy,aiayn_beam4,aiayn_bf16_greedy,aiayn_bf16_beam4,hf_greedy,hf_beam4,"
-                                     "hf_bf16_greedy,hf_bf16_beam4"]
+        if s.device == "cpu":  # the dry run: the GPU's systems and batches, on the CPU
+            command += ["--systems", "gpu", "--translator-batches"]
+        out.unlink(missing_ok=True)
         with open(self.work / "decode.log", "w") as log:
-            subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+            run_bounded(command, timeout, stdout=log, stderr=subprocess.STDOUT)
         systems = json.loads(out.read_text())["systems"]
         return {name: {key: value for key, value in figures.items() if key in ("sent_per_s", "tgt_tok_per_s", "bleu")
                        or key.startswith("speedup")} for name, figures in systems.items()}
 
     def profile(self, timeout: float) -> dict:
+        table = self.work / "profile.txt"
+        table.unlink(missing_ok=True)  # an earlier check's
         command = [sys.executable, str(BENCH / "gpu_profile.py"), "--run", str(self.work / "run_eager"),
-                   "--steps", str(self.settings.profile_steps), "--table", str(self.work / "profile.txt")]
-        done = subprocess.run(command, check=True, capture_output=True, text=True, timeout=timeout)
-        return json.loads(done.stdout.strip().splitlines()[-1])
+                   "--steps", str(self.settings.profile_steps), "--table", str(table)]
+        with open(self.work / "profile.log", "w") as log:
+            printed = run_bounded(command, timeout, stdout=subprocess.PIPE, stderr=log, text=True)
+        return json.loads(printed.strip().splitlines()[-1])
 
     def torchrun(self, timeout: float) -> dict:
         s = self.settings
         run = self.work / "run_torchrun"
         launcher = python_module("torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m")
-        result = measure_training(self.synthetic(), run, s.preset, s.device, s.batch_tokens, s.torchrun_budget, False,
+        result = measure_training(self.synthetic(timeout), run, s.preset, s.device, s.batch_tokens, s.torchrun_budget, False,
                                   self.peak, launcher=launcher, timeout=timeout, log_every=s.log_every)
         lines = [line for line in run.with_suffix(".log").read_text().splitlines() if "data-parallel:" in line]
         return {**result, "process_group": lines[0].strip() if lines else "none (not under DDP)"}
@@ -228,23 +235,31 @@ class Check:
         return self.result
 
 
-def own_work_folder(work: Path) -> None:
-    """WORK must be new, empty, or marked by an earlier check: nothing else of the user's is touched."""
+def own_work_folder(work: Path) -> str | None:
+    """WORK must be new, empty, or marked by an earlier check: nothing else of the user's is
+    touched. Returns what is wrong with it, or marks it as the check's."""
+    if work.exists() and not work.is_dir():
+        return f"--work {work}: is a file, not a folder"
     if work.exists() and any(work.iterdir()) and not (work / MARKER).is_file():
-        raise SystemExit(f"{work}: not empty and not a folder of this check; give another --work")
+        return f"--work {work}: not empty and not a folder of this check; give another"
     work.mkdir(parents=True, exist_ok=True)
     (work / MARKER).touch()
+    return None
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--multi30k", type=Path, help="the folder of Multi30k's raw files (*.en.gz, *.de.gz)")
-    ap.add_argument("--work", type=Path, default=Path("bench/out/gpu_check"))
+    ap.add_argument("--work", type=Path, default=BENCH / "out" / "gpu_check")
     ap.add_argument("--dry-run", action="store_true", help="on the CPU, preset tiny, tiny budgets")
     a = ap.parse_args()
+    if a.multi30k is None and not a.dry_run:
+        ap.error("--multi30k: give the folder of Multi30k's raw files (stages 3-4 need it)")
     if a.multi30k is not None and not (a.multi30k / "test_2016_flickr.en.gz").is_file():
-        raise SystemExit(f"{a.multi30k}: no test_2016_flickr.en.gz there (give Multi30k's raw folder)")
-    own_work_folder(a.work)
+        ap.error(f"--multi30k {a.multi30k}: no test_2016_flickr.en.gz there (give Multi30k's raw folder)")
+    problem = own_work_folder(a.work)
+    if problem:
+        ap.error(problem)
     result = Check(a.work, DRY_RUN if a.dry_run else Settings(), a.multi30k).run()
     text = json.dumps(result, indent=1)
     (a.work / "gpu_check.json").write_text(text)

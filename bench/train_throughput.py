@@ -4,7 +4,8 @@ Runs in the peer harness's virtual environment (see bench/peers.sh), which holds
 transformers and has aiayn installed. Like ../shared/bench/peers/bench_train.py: each system lives
 in its own worker process, the parent runs them round-robin (never concurrently) on the same
 Multi30k de->en batches of ~4,000 target tokens (the harness's BPE of 8,000 pieces), and a step is
-forward + label-smoothed loss + backward + Adam step. Prints figures and ratios to HF Marian.
+forward + label-smoothed loss + backward + Adam step
+(aiayn's: the training objective `aiayn train` runs, TeacherForcingLoss). Prints figures and ratios to HF Marian.
 
     bash bench/peers.sh                       # once: harness venv, peers, BPE
     bench/.peers/.venv/bin/python bench/train_throughput.py --size S
@@ -41,7 +42,7 @@ def build_aiayn(size: str):
 def worker(conn, system: str, size: str, batch_ids: list[list[int]]) -> None:
     import torch
 
-    from aiayn.training.loss import label_smoothed_loss
+    from aiayn.training.loss import TeacherForcingLoss
 
     train = common.load_split("train")
     batches = [common.collate(train, b) for b in batch_ids]
@@ -56,12 +57,13 @@ def worker(conn, system: str, size: str, batch_ids: list[list[int]]) -> None:
 
         keep_freed_memory()  # what `aiayn train` does
         model = build_aiayn(size)
+        objective = TeacherForcingLoss(model, 0.1)  # what `aiayn train` runs: padding dropped, chunked loss
         bf16 = system.endswith("bf16")
 
         def step_loss(s, d, y):
+            positions = (y.flatten() != common.PAD).nonzero().squeeze(1)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = model(s, d)
-            return label_smoothed_loss(logits, y, common.PAD, 0.1).smoothed
+                return objective(s, d, y, positions)[0]
     model.train()
     opt, sched = common.make_opt(model, 1e-3, 4000)
     conn.send(dict(params=sum(p.numel() for p in model.parameters()), threads=torch.get_num_threads()))

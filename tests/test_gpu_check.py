@@ -11,9 +11,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def gpu_check(*args: str) -> subprocess.CompletedProcess:
+def gpu_check(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), *args], capture_output=True, text=True,
-                          timeout=900, env={**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "2"})
+                          timeout=900, cwd=cwd, env={**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "2"})
 
 
 def test_the_gpu_check_dry_runs_every_stage_on_the_cpu(multi30k_dir: Path, tmp_path: Path) -> None:
@@ -39,5 +39,17 @@ def test_the_gpu_check_dry_runs_every_stage_on_the_cpu(multi30k_dir: Path, tmp_p
 def test_the_gpu_check_works_only_in_a_folder_of_its_own(tmp_path: Path) -> None:
     (tmp_path / "mine.txt").write_text("keep me")
     done = gpu_check("--dry-run", "--work", str(tmp_path))
-    assert done.returncode != 0 and "not empty and not a folder of this check" in done.stderr
+    assert done.returncode == 2 and "not empty and not a folder of this check" in done.stderr
     assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_bad_arguments_end_with_one_line_and_relative_paths_are_the_callers(multi30k_dir: Path,
+                                                                            tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("")
+    for args, says in ((["--work", str(tmp_path / "w")], "--multi30k: give the folder"),
+                       (["--multi30k", str(tmp_path)], "no test_2016_flickr.en.gz there"),
+                       # a relative --multi30k is found from the caller's folder; then --work is refused
+                       (["--multi30k", multi30k_dir.name, "--work", str(tmp_path / "a_file")], "is a file")):
+        done = gpu_check(*args, cwd=multi30k_dir.parent)
+        assert done.returncode == 2 and says in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
