@@ -8,6 +8,7 @@ from pathlib import Path
 
 from aiayn.commands.options import (MOST_LAYERS, POSITIVE, TrainingDefaults, add_sampling_arguments,
                                     add_training_arguments, number, read_input, time_budget_s)
+from aiayn.commands.recipes import add_config_argument
 from aiayn.errors import InputError
 from aiayn.model.config import BERT_MASKED, MOST_MASKED, POOLINGS, ModelConfig
 from aiayn.training.schedule import DECAYS
@@ -22,6 +23,7 @@ def add_family_training(p: argparse.ArgumentParser, preset: str | None, batch_to
     """What every descendant's training takes (aiayn.family.loop); `validates`: the verb can validate."""
     p.add_argument("--out", required=True, help="checkpoint folder to write (new or empty; --overwrite replaces one)")
     p.add_argument("--overwrite", action="store_true")
+    add_config_argument(p)
     if text:
         p.add_argument("--vocab-size", type=POSITIVE, default=8000)
         p.add_argument("--max-length", type=number(int, 3), default=128, help="subwords a sentence is cut to")
@@ -73,14 +75,6 @@ def add_train_classifier(verbs: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_train_classifier)
 
 
-def add_classify(verbs: argparse._SubParsersAction) -> None:
-    p = verbs.add_parser("classify", help="label sentences with a classifier (arguments or stdin): LABEL<TAB>SCORE")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("texts", nargs="*")
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(run=_classify)
-
-
 def add_train_lm(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("train-lm", help="train a language model: the decoder alone, GPT's way")
     p.add_argument("--text", nargs="+", required=True, help="plain or .gz text, one sentence a line")
@@ -89,21 +83,33 @@ def add_train_lm(verbs: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_train_lm)
 
 
-def add_generate(verbs: argparse._SubParsersAction) -> None:
-    p = verbs.add_parser("generate", help="continue a prompt with a language model")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--prompt", default="")
-    p.add_argument("--max-new-tokens", type=POSITIVE, default=50)
-    p.add_argument("--n", type=POSITIVE, default=1, help="how many continuations")
-    add_sampling_arguments(p)
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(run=_generate)
-
-
 def add_train_vit(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("train-vit", help="train a Vision Transformer on scikit-learn's digits (no download)")
     add_family_training(p, preset=None, text=False, warmup=100, lr_scale=0.3)
     p.set_defaults(run=_train_vit)
+
+
+def add_classify(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("classify", help="label sentences with a classifier (arguments or stdin): LABEL<TAB>SCORE")
+    _add_checkpoint_and_device(p)
+    p.add_argument("texts", nargs="*")
+    p.set_defaults(run=_classify)
+
+
+def add_generate(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("generate", help="continue a prompt with a language model")
+    _add_checkpoint_and_device(p)
+    add_sampling_arguments(p)
+    p.add_argument("--prompt", default="")
+    p.add_argument("--max-new-tokens", type=POSITIVE, default=50)
+    p.add_argument("--n", type=POSITIVE, default=1, help="how many continuations")
+    p.set_defaults(run=_generate)
+
+
+def _add_checkpoint_and_device(p: argparse.ArgumentParser) -> None:
+    """The model a using verb loads, and where it runs."""
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--device", default="cpu")
 
 
 def _schedule(args: argparse.Namespace):

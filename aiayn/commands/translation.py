@@ -8,6 +8,7 @@ from pathlib import Path
 
 from aiayn.commands.options import (FRACTION, PICTURES, POSITIVE, SEED, TrainingDefaults, TrainingGroups,
                                     add_corpus_arguments, add_training_arguments, number, output_file, time_budget_s)
+from aiayn.commands.recipes import add_config_argument
 from aiayn.errors import InputError
 from aiayn.model.config import ModelConfig
 
@@ -42,6 +43,7 @@ def add_train(verbs: argparse._SubParsersAction) -> None:
     target.add_argument("--out", help="new run directory")
     target.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    add_config_argument(p)
     data = p.add_argument_group("data (prepared, or raw files prepared into RUN/data)")
     data.add_argument("--data", help="a folder made by `aiayn prepare` (with --resume: where the run's data moved)")
     data.add_argument("--multi30k", metavar="SRC-TGT", help="Multi30k language pair, e.g. de-en (train + val splits)")
@@ -106,6 +108,9 @@ def _train(args: argparse.Namespace) -> int:
               if getattr(args, f.name, None) is not None}
     values["time_budget_s"] = time_budget_s(args)
     if args.resume:
+        if args.config:
+            raise InputError(f"--config {args.config}: not with --resume (a resumed run keeps its own settings; "
+                             "--max-steps, --max-epochs or --time-budget extend it)")
         stopping = {k: values.get(k) for k in ("max_steps", "max_epochs", "time_budget_s")}
         config = TrainConfig(**stopping) if any(stopping.values()) else None
         train(args.resume, config=config, resume=True, data=args.data)
