@@ -17,10 +17,13 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from aiayn.data.prepared import PreparedData
+from aiayn.errors import InputError
 from aiayn.model import Transformer
 from aiayn.training.distributed import Group
-from aiayn.training.run import load_run
+from aiayn.training.run import data_dir, load_run
 from aiayn.training.trainer import Trainer
+from aiayn.training.translation import TranslationTask
 
 
 def synchronize(device: torch.device) -> None:
@@ -31,11 +34,19 @@ def synchronize(device: torch.device) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=Path, required=True)
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--table", type=Path, required=True)
+    ap.add_argument("--steps", type=int, default=10, help="profiled steps (at least 1), after 3 unprofiled ones")
+    ap.add_argument("--table", type=Path, required=True, help="a new file for the kernel table")
     a = ap.parse_args()
-    tokenizer, model_config, config = load_run(a.run)
-    trainer = Trainer(a.run, Transformer(model_config), tokenizer, config, Group())
+    if a.steps < 1:
+        ap.error(f"--steps {a.steps}: give at least 1")
+    if a.table.exists() or not a.table.parent.is_dir():
+        ap.error(f"--table {a.table}: {'exists' if a.table.exists() else 'its folder does not exist'}")
+    try:
+        tokenizer, model_config, config = load_run(a.run)
+    except InputError as error:
+        ap.error(str(error))
+    task = TranslationTask(Transformer(model_config), tokenizer, PreparedData(data_dir(a.run, config)), config)
+    trainer = Trainer(a.run, task, config, Group())
     batches = [trainer.read_step(0, index) for index in range(a.steps + 3)]
     trainer.clock = time.perf_counter()
     for step in batches[:3]:  # warm-up: allocator, kernel choices

@@ -103,11 +103,11 @@ def test_a_bad_recipe_exits_2_with_one_line(tmp_path: Path, capsys: pytest.Captu
 
 @pytest.mark.parametrize("verb", ["pretrain-mlm", "train-classifier", "train-lm", "train-vit"])
 def test_the_family_verbs_check_their_recipes(tmp_path: Path, capsys: pytest.CaptureFixture[str], verb: str) -> None:
-    recipe = write(tmp_path, "save-every = 10\n")  # the translator's flag, not theirs
+    recipe = write(tmp_path, "label-smoothing = 0.2\n")  # the translator's flag, not theirs
     with pytest.raises(SystemExit) as stop:
         main([verb, "--config", recipe, "--out", str(tmp_path / "run"), *REQUIRED[verb]])
     err = capsys.readouterr().err
-    assert stop.value.code == 2 and err.count("\n") == 1 and "key 'save-every'" in err
+    assert stop.value.code == 2 and err.count("\n") == 1 and "key 'label-smoothing'" in err
 
 
 def test_a_missing_or_unreadable_recipe_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,48 +7,39 @@ import sys
 from pathlib import Path
 
 from aiayn.commands.options import (MOST_LAYERS, POSITIVE, TrainingDefaults, add_sampling_arguments,
-                                    add_training_arguments, number, read_input, time_budget_s)
+                                    add_training_arguments, number, read_input, training_config)
 from aiayn.commands.recipes import add_config_argument
 from aiayn.errors import InputError
 from aiayn.model.config import BERT_MASKED, MOST_MASKED, POOLINGS, ModelConfig
-from aiayn.training.schedule import DECAYS
 
 # ViT on 8 x 8 digits: a small encoder, pre-norm as in the ViT paper.
 VIT_MODEL = dict(d_model=64, n_heads=4, d_ff=128, n_encoder_layers=4, n_decoder_layers=0, dropout=0.1,
                  norm_placement="pre")
 
 
-def add_family_training(p: argparse.ArgumentParser, preset: str | None, batch_tokens: int = 4000, text: bool = True,
-                        warmup: int = 400, lr_scale: float = 1.0, validates: bool = True) -> None:
-    """What every descendant's training takes (aiayn.family.loop); `validates`: the verb can validate."""
-    p.add_argument("--out", required=True, help="checkpoint folder to write (new or empty; --overwrite replaces one)")
-    p.add_argument("--overwrite", action="store_true")
+def add_family_training(p: argparse.ArgumentParser, preset: str | None, batch_tokens: int | None = 4000,
+                        text: bool = True, warmup: int = 400, lr_scale: float = 1.0) -> None:
+    """What every descendant's training takes: the training engine's options (aiayn.training), and
+    for text its vocabulary and sentence length."""
     add_config_argument(p)
     if text:
         p.add_argument("--vocab-size", type=POSITIVE, default=8000)
         p.add_argument("--max-length", type=number(int, 3), default=128, help="subwords a sentence is cut to")
-    defaults = TrainingDefaults(warmup=warmup, eval_every=200, log_every=20, lr_scale=lr_scale,
-                                batch_tokens=batch_tokens if text else None)
+    defaults = TrainingDefaults(warmup=warmup, eval_every=200, log_every=20, lr_scale=lr_scale, save_every=200,
+                                batch_tokens=batch_tokens, batch_help="tokens per batch, padding included")
     groups = add_training_arguments(p, defaults)
     if preset is not None:  # the ViT has one size of its own
         groups.model.add_argument("--preset", default=preset, choices=sorted(ModelConfig.PRESETS))
         groups.model.add_argument("--layers", type=number(int, 1, MOST_LAYERS),
                                   help="layers in the stack (default: the preset's)")
-    groups.optimisation.add_argument(
-        "--decay", choices=DECAYS, default="inverse-sqrt",
-        help="the rate: §5.3's (warm-up, then 1/sqrt(step)), or 'linear': the same warm-up times the "
-        "fraction of the budget left, BERT's linear decay to 0 at the end of --max-steps or --time-budget "
-        "(whichever is more spent; with a time budget the rates depend on the machine's speed)")
-    if validates:
-        groups.stopping.add_argument(
-            "--average-last", type=POSITIVE, default=1,
-            help="validate the mean of the last N (at most 100) validated states (§6.1's checkpoint "
-            "averaging); the best mean is kept")
+    else:
+        groups.optimisation.add_argument("--batch-size", dest="batch_tokens", type=POSITIVE, default=64,
+                                         help="images per batch")
 
 
 def add_pretrain_mlm(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("pretrain-mlm", help="pre-train an encoder as BERT does: masked-language modelling")
-    p.add_argument("--text", nargs="+", required=True, help="plain or .gz text, one sentence a line (.tsv: column 1)")
+    p.add_argument("--text", nargs="+", help="plain or .gz text, one sentence a line (.tsv: column 1)")
     p.add_argument("--lowercase", action="store_true", help="lowercase all text (as GLUE's SST-2 is)")
     p.add_argument("--mask-rate", type=number(float, above=0.0, maximum=MOST_MASKED), default=BERT_MASKED,
                    help="share of the tokens to predict (BERT's 0.15); of those 80%% become <mask>, 10%% a random "
@@ -56,13 +47,13 @@ def add_pretrain_mlm(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--pack", type=number(int, 3), metavar="N",
                    help="several sentences to a row, [CLS] s1 </s> s2 </s> ..., at most N tokens (at most --batch-tokens; "
                    "sentences cut to --max-length first, and to N); default: one sentence a row")
-    add_family_training(p, preset="small", batch_tokens=4000, validates=False)
+    add_family_training(p, preset="small", batch_tokens=4000)
     p.set_defaults(run=_pretrain_mlm)
 
 
 def add_train_classifier(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("train-classifier", help="train a sentence classifier: the encoder, BERT's way")
-    p.add_argument("--train", required=True, help="TSV whose header names a 'sentence' and a 'label' column")
+    p.add_argument("--train", help="TSV whose header names a 'sentence' and a 'label' column")
     p.add_argument("--valid", help="TSV like --train; the best validation accuracy is kept")
     p.add_argument("--init", help="a pretrain-mlm checkpoint to start from: its size, vocabulary and text form are "
                    "kept (--preset, --vocab-size, --max-length and --lowercase are not used; --layers is refused)")
@@ -77,7 +68,7 @@ def add_train_classifier(verbs: argparse._SubParsersAction) -> None:
 
 def add_train_lm(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("train-lm", help="train a language model: the decoder alone, GPT's way")
-    p.add_argument("--text", nargs="+", required=True, help="plain or .gz text, one sentence a line")
+    p.add_argument("--text", nargs="+", help="plain or .gz text, one sentence a line")
     p.add_argument("--valid", nargs="+", help="text for validation perplexity; the best is kept")
     add_family_training(p, preset="small", batch_tokens=6000)
     p.set_defaults(run=_train_lm)
@@ -85,7 +76,7 @@ def add_train_lm(verbs: argparse._SubParsersAction) -> None:
 
 def add_train_vit(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("train-vit", help="train a Vision Transformer on scikit-learn's digits (no download)")
-    add_family_training(p, preset=None, text=False, warmup=100, lr_scale=0.3)
+    add_family_training(p, preset=None, batch_tokens=None, text=False, warmup=100, lr_scale=0.3)
     p.set_defaults(run=_train_vit)
 
 
@@ -112,15 +103,23 @@ def _add_checkpoint_and_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
 
 
-def _schedule(args: argparse.Namespace):
-    from aiayn.family.loop import Schedule
+def _starting(args: argparse.Namespace, needed: str | None, validates: bool) -> bool:
+    """Whether the verb starts a run (False: it resumed one, as --resume asked); a new run needs
+    its data, the flag `needed`, and validation data to average validated states."""
+    from aiayn.runtime import check_device
 
-    if getattr(args, "average_last", 1) > 1 and getattr(args, "valid", "") is None:  # before any data is read
-        raise InputError(f"--average-last {args.average_last}: nothing is validated to average (give --valid)")
-    return Schedule(max_steps=args.max_steps, time_budget_s=time_budget_s(args), warmup_steps=args.warmup_steps,
-                    lr_scale=args.lr_scale, decay=args.decay, eval_every=args.eval_every,
-                    average_last=getattr(args, "average_last", 1), log_every=args.log_every, bf16=args.bf16,
-                    seed=args.seed, device=args.device)
+    check_device(args.device)
+    if args.resume:
+        from aiayn.commands.translation import resume_any
+
+        resume_any(args)
+        return False
+    if needed and not getattr(args, needed.lstrip("-").replace("-", "_")):
+        raise InputError(f"{needed}: give the training data (or --resume RUN to continue a run)")
+    if args.average_last > 1 and not validates:
+        raise InputError(f"--average-last {args.average_last}: nothing is validated to average"
+                         + (" (give --valid)" if hasattr(args, "valid") else ""))
+    return True
 
 
 def _model_config(args: argparse.Namespace, **defaults) -> ModelConfig:
@@ -131,27 +130,31 @@ def _model_config(args: argparse.Namespace, **defaults) -> ModelConfig:
 
 
 def _pretrain_mlm(args: argparse.Namespace) -> int:
+    if not _starting(args, "--text", validates=False):
+        return 0
     from aiayn.family.classifier import TextForm, pretrain_mlm, read_text
 
-    schedule, config = _schedule(args), _model_config(args)
+    config, model = training_config(args), _model_config(args)
     form = TextForm(args.max_length, args.lowercase)
-    outcome = pretrain_mlm(read_text(args.text), Path(args.out), config, schedule, args.vocab_size, form,
-                           args.batch_tokens, args.overwrite, args.mask_rate, args.pack)
-    print(f"pre-trained {outcome.steps} steps in {outcome.seconds / 60:.1f} min; wrote {args.out}")
+    trainer = pretrain_mlm(read_text(args.text), Path(args.out), model, config, args.vocab_size, form,
+                           args.overwrite, args.mask_rate, args.pack)
+    print(f"pre-trained {trainer.position.step} steps in {trainer.position.train_seconds / 60:.1f} min; "
+          f"wrote {args.out}")
     return 0
 
 
 def _train_classifier(args: argparse.Namespace) -> int:
-    from aiayn.family.classifier import TextForm, read_labelled, train_classifier
-
     if args.init and args.layers:
         raise InputError("--layers: not used with --init (the pre-trained checkpoint's depth is kept)")
-    schedule, config = _schedule(args), _model_config(args)
+    if not _starting(args, "--train", validates=args.valid is not None):
+        return 0
+    from aiayn.family.classifier import TextForm, read_labelled, train_classifier
+
+    config, model = training_config(args), _model_config(args)
     train, valid = read_labelled(args.train), read_labelled(args.valid) if args.valid else None
     names = [name.strip() for name in args.label_names.split(",")] if args.label_names else None
-    _, accuracy = train_classifier(train, valid, Path(args.out), config, schedule, args.init, names, args.vocab_size,
-                                   TextForm(args.max_length, args.lowercase), args.batch_tokens, args.overwrite,
-                                   pooling=args.pooling)
+    _, accuracy = train_classifier(train, valid, Path(args.out), model, config, args.init, names, args.vocab_size,
+                                   TextForm(args.max_length, args.lowercase), args.overwrite, pooling=args.pooling)
     print(f"wrote {args.out}" + (f"; validation accuracy {100 * accuracy:.2f}%" if accuracy is not None else ""))
     return 0
 
@@ -168,13 +171,15 @@ def _classify(args: argparse.Namespace) -> int:
 
 
 def _train_lm(args: argparse.Namespace) -> int:
+    if not _starting(args, "--text", validates=args.valid is not None):
+        return 0
     from aiayn.family.classifier import read_text
     from aiayn.family.lm import train_lm
 
-    schedule, config = _schedule(args), _model_config(args)
+    config, model = training_config(args), _model_config(args)
     valid = read_text(args.valid) if args.valid else None
-    _, ppl = train_lm(read_text(args.text), valid, Path(args.out), config, schedule, args.vocab_size,
-                      args.max_length, args.batch_tokens, args.overwrite)
+    _, ppl = train_lm(read_text(args.text), valid, Path(args.out), model, config, args.vocab_size, args.max_length,
+                      args.overwrite)
     print(f"wrote {args.out}" + (f"; validation perplexity {ppl:.2f}" if ppl is not None else ""))
     return 0
 
@@ -195,10 +200,11 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _train_vit(args: argparse.Namespace) -> int:
+    if not _starting(args, None, validates=True):
+        return 0
     from aiayn.family.vit import train_vit
 
-    schedule = _schedule(args)
-    config = _model_config(args, **VIT_MODEL)
-    _, accuracy = train_vit(Path(args.out), config, schedule, overwrite=args.overwrite)
+    _, accuracy = train_vit(Path(args.out), _model_config(args, **VIT_MODEL), training_config(args),
+                            overwrite=args.overwrite)
     print(f"wrote {args.out}; test accuracy {100 * accuracy:.2f}%")
     return 0

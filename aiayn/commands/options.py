@@ -3,6 +3,7 @@ declared once (decoding, sampling, a raw corpus, training's budget, schedule and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiayn.errors import InputError
+from aiayn.training.schedule import DECAYS
 
 
 class Parser(argparse.ArgumentParser):
@@ -119,6 +121,7 @@ class TrainingDefaults:
     eval_every: int
     log_every: int
     lr_scale: float = 1.0
+    save_every: int = 500
     batch_tokens: int | None = None  # None: the verb's batches are not counted in tokens (the ViT's images)
     batch_help: str | None = None
 
@@ -133,28 +136,81 @@ class TrainingGroups:
 
 
 def add_training_arguments(p: argparse.ArgumentParser, defaults: TrainingDefaults) -> TrainingGroups:
-    """The options of every training verb (`train` and the family's), declared once: dropout, batch
-    size, the §5.3 schedule, the seed, the budget, validation and logging intervals, the device."""
+    """The options of every training verb (`train` and the family's), declared once: where the run
+    goes, the model's dropout, batches, the §5.3 schedule and Adam, the budget, validation,
+    checkpoints and logging, the device. Every kind trains on the same engine (aiayn.training)."""
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", help="new run directory")
+    target.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     groups = TrainingGroups(p.add_argument_group("model"), p.add_argument_group("optimisation (§5.3, §5.4)"),
                             p.add_argument_group("stopping, validation, checkpoints"), p.add_argument_group("device"))
     groups.model.add_argument("--dropout", type=FRACTION)
-    opt = groups.optimisation
+    _add_optimisation(groups.optimisation, defaults)
+    _add_stopping(groups.stopping, defaults)
+    groups.device.add_argument("--device", default="cpu", help="where the steps run (cpu, cuda, cuda:N)")
+    groups.device.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPUs with avx512_bf16, GPUs)")
+    groups.device.add_argument("--compile", action="store_true", help="torch.compile the model with its loss")
+    return groups
+
+
+def _add_optimisation(opt: argparse._ArgumentGroup, defaults: TrainingDefaults) -> None:
     if defaults.batch_tokens is not None:
         opt.add_argument("--batch-tokens", dest="batch_tokens", type=POSITIVE, default=defaults.batch_tokens,
                          help=defaults.batch_help)
+    opt.add_argument("--batch-widths", dest="batch_widths", type=POSITIVE,
+                     help="lengths batches are padded to, chosen from the data (20): at most twice as many batch "
+                          "shapes")
+    opt.add_argument("--accumulate", type=POSITIVE, default=1, help="batches per optimizer step")
     opt.add_argument("--warmup", dest="warmup_steps", type=POSITIVE, default=defaults.warmup,
                      help="steps of the learning rate's linear warm-up (§5.3)")
     opt.add_argument("--lr-scale", dest="lr_scale", type=number(float, above=0.0), default=defaults.lr_scale,
                      help="factor on the §5.3 learning rate")
+    opt.add_argument("--decay", choices=DECAYS, default="inverse-sqrt",
+                     help="the rate: §5.3's (warm-up, then 1/sqrt(step)), or 'linear': the same warm-up times the "
+                     "fraction of the budget left, BERT's linear decay to 0 at the end of the budget (with a time "
+                     "budget the rates depend on the machine's speed)")
+    opt.add_argument("--adam-beta1", dest="adam_beta1", type=FRACTION, default=0.9)
+    opt.add_argument("--adam-beta2", dest="adam_beta2", type=FRACTION, default=0.98)
+    opt.add_argument("--adam-eps", dest="adam_eps", type=number(float, above=0.0), default=1e-9)
+    opt.add_argument("--clip-norm", dest="clip_norm", type=number(float, 0.0), default=0.0, help="0 = no clipping")
     opt.add_argument("--seed", type=SEED, default=1)
-    stop = groups.stopping
+
+
+def _add_stopping(stop: argparse._ArgumentGroup, defaults: TrainingDefaults) -> None:
     stop.add_argument("--max-steps", dest="max_steps", type=POSITIVE)
+    stop.add_argument("--max-epochs", dest="max_epochs", type=POSITIVE)
     stop.add_argument("--time-budget", type=number(float, above=0.0), help="minutes of training steps")
     stop.add_argument("--eval-every", dest="eval_every", type=POSITIVE, default=defaults.eval_every)
+    stop.add_argument("--valid-share", dest="valid_share", type=number(float, above=0.0, maximum=1.0),
+                      help="skip scheduled validations while they have taken more than this share of the "
+                           "training time (0.05); the last step always validates")
+    stop.add_argument("--average-last", dest="average_last", type=number(int, 1, 100), default=1,
+                      help="validate the mean of the last N (at most 100) validated states (§6.1's checkpoint "
+                      "averaging); the best is kept as checkpoints/best")
+    stop.add_argument("--save-every", dest="save_every", type=POSITIVE, default=defaults.save_every)
+    stop.add_argument("--keep-last", dest="keep_last", type=POSITIVE, default=5)
     stop.add_argument("--log-every", dest="log_every", type=POSITIVE, default=defaults.log_every)
-    groups.device.add_argument("--device", default="cpu", help="where the steps run (cpu, cuda, cuda:N)")
-    groups.device.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPUs with avx512_bf16, GPUs)")
-    return groups
+
+
+def training_config(args: argparse.Namespace, **values):
+    """The TrainConfig of a training verb's arguments (checked before anything is read or written)."""
+    from aiayn.training.config import TrainConfig
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if getattr(args, f.name, None) is not None}
+    return TrainConfig(**{**given, "time_budget_s": time_budget_s(args), **values})
+
+
+def stopping_config(args: argparse.Namespace):
+    """The stopping rules given with --resume (None: the run's own), and refuse --config there."""
+    from aiayn.training.config import TrainConfig
+
+    if getattr(args, "config", None):
+        raise InputError(f"--config {args.config}: not with --resume (a resumed run keeps its own settings; "
+                         "--max-steps, --max-epochs or --time-budget extend it)")
+    stopping = dict(max_steps=args.max_steps, max_epochs=args.max_epochs, time_budget_s=time_budget_s(args))
+    return TrainConfig(**stopping) if any(stopping.values()) else None
 
 
 def time_budget_s(args: argparse.Namespace) -> float | None:

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
 from aiayn.commands.options import (FRACTION, PICTURES, POSITIVE, SEED, TrainingDefaults, TrainingGroups,
-                                    add_corpus_arguments, add_training_arguments, number, output_file, time_budget_s)
+                                    add_corpus_arguments, add_training_arguments, number, output_file,
+                                    stopping_config, training_config)
 from aiayn.commands.recipes import add_config_argument
 from aiayn.errors import InputError
 from aiayn.model.config import ModelConfig
@@ -38,11 +38,8 @@ def add_prepare(verbs: argparse._SubParsersAction) -> None:
 
 
 def add_train(verbs: argparse._SubParsersAction) -> None:
-    p = verbs.add_parser("train", help="train a translator on parallel text (§5); under torchrun, data-parallel")
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--out", help="new run directory")
-    target.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    p = verbs.add_parser("train", help="train a translator on parallel text (§5); under torchrun, data-parallel "
+                         "(with --resume: any kind of run)")
     add_config_argument(p)
     data = p.add_argument_group("data (prepared, or raw files prepared into RUN/data)")
     data.add_argument("--data", help="a folder made by `aiayn prepare` (with --resume: where the run's data moved)")
@@ -61,26 +58,9 @@ def _add_translator_training(groups: TrainingGroups) -> None:
     model.add_argument("--preset", default="small", choices=sorted(ModelConfig.PRESETS))
     model.add_argument("--positional-encoding", choices=["sinusoidal", "learned"])
     model.add_argument("--norm-placement", choices=["post", "pre"])
-    opt = groups.optimisation
-    opt.add_argument("--batch-widths", dest="batch_widths", type=POSITIVE,
-                     help="(source, target) lengths batches are padded to, chosen from the corpus (20): "
-                          "at most twice as many batch shapes")
-    opt.add_argument("--accumulate", type=POSITIVE, default=1, help="batches per optimizer step")
-    opt.add_argument("--label-smoothing", dest="label_smoothing", type=FRACTION, default=0.1)
-    opt.add_argument("--adam-beta1", dest="adam_beta1", type=FRACTION, default=0.9)
-    opt.add_argument("--adam-beta2", dest="adam_beta2", type=FRACTION, default=0.98)
-    opt.add_argument("--adam-eps", dest="adam_eps", type=number(float, above=0.0), default=1e-9)
-    opt.add_argument("--clip-norm", dest="clip_norm", type=number(float, 0.0), default=0.0, help="0 = no clipping")
-    stop = groups.stopping
-    stop.add_argument("--max-epochs", dest="max_epochs", type=POSITIVE)
-    stop.add_argument("--bleu-sentences", dest="bleu_sentences", type=POSITIVE,
-                      help="validate BLEU on the first N sentences")
-    stop.add_argument("--valid-share", dest="valid_share", type=number(float, above=0.0, maximum=1.0),
-                      help="skip scheduled validations while they have taken more than this share of the "
-                           "training time (0.05); the last step always validates")
-    stop.add_argument("--save-every", dest="save_every", type=POSITIVE, default=500)
-    stop.add_argument("--keep-last", dest="keep_last", type=POSITIVE, default=5)
-    groups.device.add_argument("--compile", action="store_true", help="torch.compile the model")
+    groups.optimisation.add_argument("--label-smoothing", dest="label_smoothing", type=FRACTION, default=0.1)
+    groups.stopping.add_argument("--bleu-sentences", dest="bleu_sentences", type=POSITIVE,
+                                 help="validate BLEU on the first N sentences")
 
 
 def add_average(verbs: argparse._SubParsersAction) -> None:
@@ -101,26 +81,34 @@ def add_plot(verbs: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from aiayn.runtime import check_device
-    from aiayn.training.trainer import TrainConfig, train
 
     check_device(args.device)
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-              if getattr(args, f.name, None) is not None}
-    values["time_budget_s"] = time_budget_s(args)
     if args.resume:
-        if args.config:
-            raise InputError(f"--config {args.config}: not with --resume (a resumed run keeps its own settings; "
-                             "--max-steps, --max-epochs or --time-budget extend it)")
-        stopping = {k: values.get(k) for k in ("max_steps", "max_epochs", "time_budget_s")}
-        config = TrainConfig(**stopping) if any(stopping.values()) else None
-        train(args.resume, config=config, resume=True, data=args.data)
-        return 0
-    values.update(_training_data(args))
+        return resume_any(args)
+    from aiayn.training.trainer import train
+
+    config = training_config(args, **_training_data(args))  # checks the numbers before anything is read or written
     overrides = {k: v for k, v in dict(dropout=args.dropout, positional_encoding=args.positional_encoding,
                                        norm_placement=args.norm_placement).items() if v is not None}
-    config = TrainConfig(**values)  # checks the numbers before anything is read or written
     train(args.out, ModelConfig.preset(args.preset, **overrides), config, overwrite=args.overwrite,
           workers=args.workers)
+    return 0
+
+
+def resume_any(args: argparse.Namespace) -> int:
+    """Go on with a run of any kind: a translator's, or a descendant's (its config names the task)."""
+    from aiayn.checkpoint import read_config
+
+    stopping = stopping_config(args)
+    run = Path(args.resume)
+    if run.is_dir() and (run / "config.json").is_file() and "task" in read_config(run):
+        from aiayn.family.kinds import resume_family
+
+        resume_family(run, stopping)
+        return 0
+    from aiayn.training.trainer import train
+
+    train(run, config=stopping, resume=True, data=getattr(args, "data", None))
     return 0
 
 

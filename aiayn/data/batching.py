@@ -24,6 +24,9 @@ from torch import Tensor
 
 from aiayn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
+# Changes whenever the same lengths and seed would give other batches: a run resumed from a
+# checkpoint of another layout cannot go on exactly within its epoch.
+LAYOUT = "widths-1"
 # Widths per corpus: each gives a shape of full batches and one of the width's last, partial batch.
 DEFAULT_WIDTHS = 20
 # Batches have at least 2 rows (a lone pair gets an empty row beside it): torch.compile specialises
@@ -51,6 +54,30 @@ def assign_widths(src: np.ndarray, tgt: np.ndarray, widths: np.ndarray) -> np.nd
     return chosen
 
 
+def _holds(widths: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """[widths, cells]: whether each width holds each cell's pairs."""
+    return (widths[:, None, 0] >= cells[None, :, 0]) & (widths[:, None, 1] >= cells[None, :, 1])
+
+
+def _padded_tokens(widths: np.ndarray, cells: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """[widths, cells] float32: the tokens of each cell's `counts` pairs padded to each width;
+    infinite where the width does not hold the cell."""
+    padded = widths.sum(axis=1).astype(np.float32)[:, None] * counts.astype(np.float32)[None, :]
+    return np.where(_holds(widths, cells), padded, np.float32(np.inf))
+
+
+def _padding_savings(candidates: np.ndarray, cells: np.ndarray, counts: np.ndarray, current: np.ndarray,
+                     block: int = 256) -> np.ndarray:
+    """Per candidate width, the padded tokens it would save over `current` (per cell, the tokens
+    of its pairs at the best width chosen so far). In blocks of candidates: [candidates, cells]
+    matrices grow with the square of the sentence length (2.4 GB at 1,024 subwords)."""
+    saving = np.empty(len(candidates), dtype=np.float32)
+    for start in range(0, len(candidates), block):
+        cost = _padded_tokens(candidates[start:start + block], cells, counts)
+        saving[start:start + block] = np.maximum(current[None, :] - cost, 0.0).sum(axis=1)
+    return saving
+
+
 def choose_widths(src: np.ndarray, tgt: np.ndarray, most: int = DEFAULT_WIDTHS) -> np.ndarray:
     """At most `most` (source, target) widths [n, 2] that every pair fits in, with little padding.
 
@@ -67,18 +94,16 @@ def choose_widths(src: np.ndarray, tgt: np.ndarray, most: int = DEFAULT_WIDTHS) 
     cells = np.stack([src_ladder[occupied // len(tgt_ladder)], tgt_ladder[occupied % len(tgt_ladder)]], axis=1)
     # Candidate widths: the occupied cells, and the widest, which holds every pair.
     candidates = np.concatenate([cells, [[src_ladder[-1], tgt_ladder[-1]]]])
-    holds = (candidates[:, None, 0] >= cells[None, :, 0]) & (candidates[:, None, 1] >= cells[None, :, 1])
-    # cost[i, j]: padded tokens of cell j's pairs at width i (infinite where i does not hold j).
-    cost = np.where(holds, candidates.sum(axis=1)[:, None] * counts[occupied][None, :], np.inf).astype(np.float32)
+    counts = counts[occupied]
     widest = len(candidates) - 1
-    chosen, current = [widest], cost[widest].copy()
+    chosen, current = [widest], _padded_tokens(candidates[widest:], cells, counts)[0]
     while len(chosen) < most:
-        saving = np.maximum(current[None, :] - cost, 0.0).sum(axis=1)
+        saving = _padding_savings(candidates, cells, counts, current)
         best = int(np.argmax(saving))
         if saving[best] <= 0:
             break
         chosen.append(best)
-        current = np.minimum(current, cost[best])
+        current = np.minimum(current, _padded_tokens(candidates[best:best + 1], cells, counts)[0])
     widths = candidates[chosen]
     while True:
         assigned = assign_widths(src, tgt, widths)
@@ -197,14 +222,21 @@ class Batch:
     def n_target_tokens(self) -> int:
         return self.positions.numel()
 
+    @property
+    def n_items(self) -> int:
+        """What the loss sums over (aiayn.training.task): the real target tokens."""
+        return self.n_target_tokens
+
+    @property
+    def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The training objective's arguments (aiayn.training.loss.TeacherForcingLoss)."""
+        return self.src, self.tgt_in, self.tgt_out, self.positions
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
-        return Batch(*(t.to(device, non_blocking=non_blocking) for t in self._tensors()))
+        return Batch(*(t.to(device, non_blocking=non_blocking) for t in self.tensors))
 
     def pin_memory(self) -> "Batch":
-        return Batch(*(t.pin_memory() for t in self._tensors()))
-
-    def _tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        return self.src, self.tgt_in, self.tgt_out, self.positions
+        return Batch(*(t.pin_memory() for t in self.tensors))
 
 
 def pad(rows: Sequence[Sequence[int]], before: int | None = None, after: int | None = None,

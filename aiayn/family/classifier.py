@@ -10,20 +10,35 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from aiayn import checkpoint
-from aiayn.data.batching import pad
+from aiayn.data.batching import MIN_ROWS, pad
 from aiayn.data.corpus import CorpusError, read_lines
 from aiayn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 from aiayn.errors import InputError
-from aiayn.family.loop import Outcome, Schedule, fit, length_batches
+from aiayn.family.runs import (
+    IGNORED,
+    ClassificationLoss,
+    FamilyRun,
+    Rows,
+    accuracy_of,
+    batch_seed,
+    check_rows_fit,
+    rows_of,
+    train_family,
+)
 from aiayn.family.store import config_field, device_of, learn_tokenizer, load_weights, open_checkpoint, text_tokenizer
 from aiayn.files import check_output_dir
+from aiayn.training.config import TrainConfig
+from aiayn.training.loss import projected_label_smoothed_loss
+from aiayn.training.run import is_run
+from aiayn.training.task import Autocast, Task, TensorBatch
+from aiayn.training.trainer import Trainer
 from aiayn.model import ModelConfig
 from aiayn.model.config import BERT_MASKED, MOST_MASKED, POOLINGS, Pooling
 from aiayn.model.family import EncoderClassifier, MaskedLanguageModel, mask_tokens
@@ -175,65 +190,169 @@ def pack_sentences(rows: list[list[int]], limit: int, seed: int) -> list[list[in
     return packed + [current] if len(current) > 1 else packed
 
 
-def pretrain_mlm(texts: list[str], out: Path, model_config: ModelConfig, schedule: Schedule, vocab_size: int = 8000,
-                 form: TextForm = TextForm(), batch_tokens: int = 4000, overwrite: bool = False,
-                 mask_rate: float = BERT_MASKED, pack: int | None = None) -> Outcome:
-    """BERT's pre-training on unlabelled sentences; writes a `masked-lm` checkpoint at `out`.
-    `mask_rate`: the share of tokens to predict, BERT's 15% by default. Wettig et al. (2023) found
-    40% beat 15% for BERT-large (larger models favour higher rates): more tokens predicted per step,
-    at the cost of less context left to predict them from. `pack`: rows of several sentences, at most
-    this many tokens (`pack_sentences`); None: one sentence a row."""
+class MaskedLanguageModelLoss(nn.Module):
+    """BERT's pre-training objective as one module: the summed cross-entropy of the masked
+    positions (twice: the loss, and the NLL logged); only they are projected."""
+
+    def __init__(self, model: MaskedLanguageModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: Tensor, positions: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        hidden = self.model.body(inputs).flatten(0, 1).index_select(0, positions)
+        nll, _ = projected_label_smoothed_loss(hidden, self.model.output_projection, target, 0.0)
+        return nll, nll.detach()
+
+
+class MaskedLanguageModelTask(Task):
+    """BERT's pre-training on unlabelled rows; each batch masked with a seed of its own place."""
+
+    kind = MASKED_LM
+
+    def __init__(self, run: FamilyRun):
+        super().__init__(MaskedLanguageModel(run.model_config), run.tokenizer)
+        self.rows, self.options, self.seed = rows_of(run.arrays, "train"), run.options, run.config.seed
+        mask_id = self.options["mask_id"]
+        self.special = torch.tensor([PAD_ID, BOS_ID, EOS_ID, UNK_ID, mask_id])
+
+    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.rows.lengths(), np.zeros(len(self.rows), dtype=np.int64)
+
+    def read(self, rows: np.ndarray, widths: tuple[int, int], where: tuple[int, int]) -> TensorBatch:
+        tokens = pad([self.rows[i] for i in rows] + [[BOS_ID]] * (MIN_ROWS - len(rows)), width=widths[0])
+        # Masked on the CPU with a generator of the batch's own, so that a seed masks alike on every
+        # device, and a resumed run as an uninterrupted one.
+        generator = torch.Generator().manual_seed(batch_seed(self.seed, where))
+        inputs, labels = mask_tokens(tokens, self.options["mask_id"], self.model.config.vocab_size, self.special,
+                                     generator, self.options["mask_rate"])
+        positions = (labels != IGNORED).flatten().nonzero().squeeze(1)
+        return TensorBatch((inputs, positions, labels.flatten()[positions]), positions.numel())
+
+    def objective(self) -> MaskedLanguageModelLoss:
+        return MaskedLanguageModelLoss(self.model)
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        return {"kind": MASKED_LM, **{k: self.options[k] for k in ("text_form", "mask_rate", "pack")}}
+
+
+def pretrain_mlm(texts: list[str], out: Path, model_config: ModelConfig, config: TrainConfig, vocab_size: int = 8000,
+                 form: TextForm = TextForm(), overwrite: bool = False, mask_rate: float = BERT_MASKED,
+                 pack: int | None = None) -> Trainer:
+    """BERT's pre-training on unlabelled sentences, into the run `out` (its last checkpoint is what
+    fine-tuning starts from). `mask_rate`: the share of tokens to predict, BERT's 15% by default.
+    Wettig et al. (2023) found 40% beat 15% for BERT-large (larger models favour higher rates): more
+    tokens predicted per step, at the cost of less context left to predict them from. `pack`: rows
+    of several sentences, at most this many tokens (`pack_sentences`); None: one sentence a row."""
     if not 0 < mask_rate <= MOST_MASKED:
         raise InputError(f"mask_rate {mask_rate}: must be above 0 and at most {MOST_MASKED}")
     if pack is not None:
         positions = position_limit(model_config)
-        most = batch_tokens if positions is None else min(batch_tokens, positions)
+        most = config.batch_tokens if positions is None else min(config.batch_tokens, positions)
         if not isinstance(pack, int) or isinstance(pack, bool) or not 3 <= pack <= most:
             raise InputError(f"pack {pack!r}: must be a whole number from 3 to {most} (the batch's tokens"
                              + ("" if positions is None else " and the model's learned positions") + ")")
-    check_output_dir(out, "checkpoint", checkpoint.is_checkpoint, overwrite)
+    check_output_dir(out, "run", is_run, overwrite)
     if form.lowercase:
         texts = [t.lower() for t in texts]
-    tokenizer = learn_tokenizer(texts, vocab_size, schedule.seed, (MASK,))
-    mask_id = tokenizer.processor.piece_to_id(MASK)
-    config = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, n_decoder_layers=0)
-    torch.manual_seed(schedule.seed)
-    model = MaskedLanguageModel(config)
+    tokenizer = learn_tokenizer(texts, vocab_size, config.seed, (MASK,))
     rows = form.rows(tokenizer, texts)
-    if pack is not None:
-        rows = pack_sentences(rows, pack, schedule.seed)
-    special = torch.tensor([PAD_ID, BOS_ID, EOS_ID, UNK_ID, mask_id])
-    generator = torch.Generator().manual_seed(schedule.seed)
+    rows = Rows.of(pack_sentences(rows, pack, config.seed) if pack is not None else rows)
+    check_rows_fit(rows, config.batch_tokens)
+    model_config = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, n_decoder_layers=0)
+    options = {"kind": MASKED_LM, "text_form": dataclasses.asdict(form), "mask_rate": mask_rate, "pack": pack,
+               "mask_id": tokenizer.processor.piece_to_id(MASK)}
+    trainer, _ = train_family(FamilyRun(out, model_config, config, options, tokenizer, rows.arrays("train")),
+                              MaskedLanguageModelTask, overwrite)
+    return trainer
 
-    def loss_of(net: MaskedLanguageModel, ids: np.ndarray) -> tuple[Tensor, int]:
-        # Masked on the CPU, with its generator, so that a seed masks alike on every device.
-        inputs, labels = mask_tokens(pad([rows[i] for i in ids]), mask_id, config.vocab_size, special, generator,
-                                     mask_rate)
-        count = int((labels != -100).sum())  # counted before the move: no wait for the device
-        inputs, labels = inputs.to(device_of(net)), labels.to(device_of(net))
-        predicted = labels != -100
-        logits = net(inputs, where=predicted).float()
-        return F.cross_entropy(logits, labels[predicted], reduction="sum"), count
 
-    outcome = fit(model, length_batches(rows, batch_tokens, schedule.seed), loss_of, schedule, unit="tokens")
-    model.load_state_dict(outcome.best_state)
-    checkpoint.save_checkpoint(out, model, tokenizer, {"kind": MASKED_LM, "text_form": dataclasses.asdict(form),
-                                                       "mask_rate": mask_rate, "pack": pack, "history": outcome.history})
-    return outcome
+class ClassifierTask(Task):
+    """Fine-tuning (or training from scratch) on labelled rows [CLS] + sentence."""
+
+    kind, second, unit = CLASSIFIER, "correct", "sentences"
+
+    def __init__(self, run: FamilyRun):
+        o = run.options
+        super().__init__(EncoderClassifier(run.model_config, len(o["labels"]), o["pooling"]), run.tokenizer)
+        self.options = o
+        self.rows, self.labels = rows_of(run.arrays, "train"), run.arrays["train.labels"]
+        self.valid = rows_of(run.arrays, "valid")
+        if o["pretrained"] and not run.resuming:  # a resumed run's weights come from its checkpoint
+            directory, _, config = open_checkpoint(o["pretrained"], MASKED_LM)
+            self.model.body.load_state_dict(load_weights(MaskedLanguageModel(config), directory).body.state_dict())
+        self.valid_labels = run.arrays.get("valid.labels")
+
+    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.rows.lengths(), np.zeros(len(self.rows), dtype=np.int64)
+
+    def read(self, rows: np.ndarray, widths: tuple[int, int], where: tuple[int, int]) -> TensorBatch:
+        return labelled_batch([self.rows[i] for i in rows], self.labels[rows], widths[0])
+
+    def objective(self) -> ClassificationLoss:
+        return ClassificationLoss(self.model)
+
+    @property
+    def validates(self) -> bool:
+        return self.valid is not None
+
+    def validate(self, autocast: Autocast) -> tuple[dict[str, Any], float]:
+        order = np.argsort(self.valid.lengths(), kind="stable")
+        batches = (labelled_batch([self.valid[i] for i in chunk], self.valid_labels[chunk])
+                   for chunk in np.array_split(order, max(1, len(order) // 64)))
+        accuracy = accuracy_of(self.objective(), batches, autocast)
+        return {"valid_accuracy": accuracy}, accuracy
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        return {"kind": CLASSIFIER, **{k: self.options[k] for k in ("labels", "pooling", "text_form", "pretrained")}}
+
+    def describe(self, metrics: dict[str, Any]) -> str:
+        return f"valid accuracy {100 * metrics['valid_accuracy']:.2f}%"
+
+
+def labelled_batch(rows: list[list[int]], labels: np.ndarray, width: int | None = None) -> TensorBatch:
+    """Rows padded to `width` (at least MIN_ROWS of them: a padding row is [CLS] alone, labelled
+    IGNORED) and their labels."""
+    extra = MIN_ROWS - len(rows)
+    tokens = pad(rows + [[BOS_ID]] * extra, width=width)
+    gold = torch.cat([torch.from_numpy(np.asarray(labels, dtype=np.int64)), torch.full((max(extra, 0),), IGNORED)])
+    return TensorBatch((tokens, gold), len(rows))
 
 
 def train_classifier(train: tuple[list[str], list[str]], valid: tuple[list[str], list[str]] | None, out: Path,
-                     model_config: ModelConfig, schedule: Schedule, init: str | Path | None = None,
+                     model_config: ModelConfig, config: TrainConfig, init: str | Path | None = None,
                      label_names: list[str] | None = None, vocab_size: int = 8000, form: TextForm = TextForm(),
-                     batch_tokens: int = 4000, overwrite: bool = False,
-                     pooling: Pooling = "cls") -> tuple[Outcome, float | None]:
-    """Fine-tune (from a `masked-lm` checkpoint `init`, whose vocabulary and text form it keeps)
-    or train from scratch on labelled sentences, classifying the `pooling` vector (model.family.
-    EncoderClassifier); the state with the best validation accuracy is written at `out`."""
-    check_output_dir(out, "checkpoint", checkpoint.is_checkpoint, overwrite)
+                     overwrite: bool = False, pooling: Pooling = "cls") -> tuple[Trainer, float | None]:
+    """Fine-tune (from a `masked-lm` checkpoint or run `init`, whose vocabulary and text form it
+    keeps) or train from scratch on labelled sentences, classifying the `pooling` vector (model.
+    family.EncoderClassifier), into the run `out`, whose checkpoints/best has the best validation
+    accuracy. Returns the trainer and that accuracy."""
+    check_output_dir(out, "run", is_run, overwrite)
+    names, shown = _label_names(train[1], valid, label_names, pooling)
+    if init is not None:
+        directory, init_config, pretrained = open_checkpoint(init, MASKED_LM)
+        tokenizer = text_tokenizer(directory, pretrained.vocab_size)
+        form = TextForm.of(init_config, directory)
+        model_config = dataclasses.replace(pretrained, dropout=model_config.dropout)
+        init = str(directory.resolve())
+    else:
+        tokenizer = learn_tokenizer([t.lower() for t in train[0]] if form.lowercase else train[0], vocab_size,
+                                    config.seed, (MASK,))
+        model_config = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, n_decoder_layers=0)
+    arrays = _labelled_arrays("train", train, names, tokenizer, form, config.batch_tokens)
+    if valid is not None:
+        arrays |= _labelled_arrays("valid", valid, names, tokenizer, form, None)
+    options = {"kind": CLASSIFIER, "labels": shown, "pooling": pooling, "text_form": dataclasses.asdict(form),
+               "pretrained": init}
+    trainer, _ = train_family(FamilyRun(out, model_config, config, options, tokenizer, arrays), ClassifierTask,
+                              overwrite)
+    return trainer, trainer.position.best_score
+
+
+def _label_names(labels: list[str], valid: tuple[list[str], list[str]] | None, label_names: list[str] | None,
+                 pooling: str) -> tuple[list[str], list[str]]:
+    """The training labels in sorted order, and the names shown for them; InputError for bad ones."""
     if pooling not in POOLINGS:
         raise InputError(f"pooling {pooling!r}: one of {', '.join(POOLINGS)}")
-    texts, labels = train
     names = sorted(set(labels))
     if len(names) < 2:
         raise InputError(f"the training data has {len(names)} label ({', '.join(names)}): "
@@ -245,41 +364,15 @@ def train_classifier(train: tuple[list[str], list[str]], valid: tuple[list[str],
                          f"{', '.join(names)} (in this order)")
     if valid is not None and set(valid[1]) - set(names):
         raise InputError(f"validation labels {sorted(set(valid[1]) - set(names))} are not among the training labels")
-    if init is not None:
-        directory, init_config, config = open_checkpoint(init, MASKED_LM)
-        tokenizer = text_tokenizer(directory, config.vocab_size)
-        form = TextForm.of(init_config, directory)
-        config = dataclasses.replace(config, dropout=model_config.dropout)
-    else:
-        tokenizer = learn_tokenizer([t.lower() for t in texts] if form.lowercase else texts, vocab_size,
-                                    schedule.seed, (MASK,))
-        config = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, n_decoder_layers=0)
-    torch.manual_seed(schedule.seed)
-    model = EncoderClassifier(config, len(names), pooling)
-    if init is not None:
-        pretrained = load_weights(MaskedLanguageModel(config), directory)
-        model.body.load_state_dict(pretrained.body.state_dict())
-    rows = form.rows(tokenizer, texts)
-    targets = torch.tensor([names.index(label) for label in labels])
-    shown = label_names or names
+    return names, label_names or names
 
-    def loss_of(net: EncoderClassifier, ids: np.ndarray) -> tuple[Tensor, int]:
-        logits = net(pad([rows[i] for i in ids]).to(device_of(net))).float()
-        gold = targets[torch.from_numpy(ids).long()].to(logits.device)
-        return F.cross_entropy(logits, gold, reduction="sum"), len(ids)
 
-    def accuracy(net: EncoderClassifier) -> float:
-        gold = [shown[names.index(label)] for label in valid[1]]
-        return TextClassifier(net, tokenizer, shown, form).accuracy(valid[0], gold)
-
-    outcome = fit(model, length_batches(rows, batch_tokens, schedule.seed), loss_of, schedule,
-                  accuracy if valid is not None else None)
-    model.load_state_dict(outcome.best_state)
-    checkpoint.save_checkpoint(out, model, tokenizer, {"kind": CLASSIFIER, "labels": shown, "pooling": pooling,
-                                                       "text_form": dataclasses.asdict(form),
-                                                       "valid_accuracy": outcome.best_score, "history": outcome.history,
-                                                       "pretrained": str(init) if init else None})
-    return outcome, outcome.best_score
+def _labelled_arrays(name: str, data: tuple[list[str], list[str]], names: list[str], tokenizer: Tokenizer,
+                     form: TextForm, batch_tokens: int | None) -> dict[str, np.ndarray]:
+    rows = Rows.of(form.rows(tokenizer, data[0]))
+    if batch_tokens is not None:
+        check_rows_fit(rows, batch_tokens)
+    return rows.arrays(name) | {f"{name}.labels": np.array([names.index(label) for label in data[1]], dtype=np.int64)}
 
 
 class Pipeline:

@@ -3,25 +3,30 @@ trained to predict each next subword of plain sentences, measured by perplexity,
 with the translator's cached decoding (temperature, top-k, top-p)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from aiayn import checkpoint
-from aiayn.data.batching import pad
+from aiayn.data.batching import MIN_ROWS, pad
 from aiayn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from aiayn.decoding.search import Sampling
 from aiayn.errors import InputError
-from aiayn.family.loop import Outcome, Schedule, fit, length_batches
+from aiayn.family.runs import FamilyRun, Rows, check_rows_fit, rows_of, train_family
 from aiayn.family.store import config_field, device_of, learn_tokenizer, load_weights, open_checkpoint, text_tokenizer
 from aiayn.files import check_output_dir
 from aiayn.model import ModelConfig
 from aiayn.model.family import LanguageModel
+from aiayn.training.config import TrainConfig
+from aiayn.training.loss import projected_label_smoothed_loss
+from aiayn.training.run import is_run
+from aiayn.training.task import Autocast, Task, TensorBatch
+from aiayn.training.trainer import Trainer
 
 LM = "language-model"
 
@@ -31,51 +36,97 @@ def _rows(tokenizer: Tokenizer, texts: list[str], max_length: int) -> list[list[
     return [[BOS_ID] + ids[: max_length - 2] + [EOS_ID] for ids in tokenizer.encode(texts)]
 
 
-def _nll(model: LanguageModel, rows: list[list[int]]) -> tuple[Tensor, int]:
-    """Summed next-token negative log-likelihood of a batch of rows, and the tokens predicted."""
-    tokens = pad(rows).to(device_of(model))
-    logits = model(tokens[:, :-1]).float()
-    targets = tokens[:, 1:]
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=PAD_ID,
-                           reduction="sum"), int((targets != PAD_ID).sum())
+class NextTokenLoss(nn.Module):
+    """The language model with its loss, as one module: the summed NLL of each next subword (twice:
+    the loss, and the NLL logged). Only the positions whose next token is real are projected."""
+
+    def __init__(self, model: LanguageModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        hidden = self.model.hidden_states(tokens[:, :-1]).flatten(0, 1).index_select(0, positions)
+        target = tokens[:, 1:].flatten().index_select(0, positions)
+        nll, _ = projected_label_smoothed_loss(hidden, self.model.output_projection, target, 0.0)
+        return nll, nll.detach()
 
 
-@torch.no_grad()
-def perplexity(model: LanguageModel, tokenizer: Tokenizer, texts: list[str], max_length: int,
-               batch_size: int = 64) -> float:
+class LanguageModelTask(Task):
+    """GPT's pre-training as a task of the training engine: rows <s> + subwords + </s>."""
+
+    kind = LM
+
+    def __init__(self, run: FamilyRun):
+        super().__init__(LanguageModel(run.model_config), run.tokenizer)
+        self.rows, self.valid = rows_of(run.arrays, "train"), rows_of(run.arrays, "valid")
+        self.max_length = run.options["max_length"]
+
+    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.rows.lengths(), np.zeros(len(self.rows), dtype=np.int64)
+
+    def read(self, rows: np.ndarray, widths: tuple[int, int], where: tuple[int, int]) -> TensorBatch:
+        return next_token_batch([self.rows[i] for i in rows], widths[0])
+
+    def objective(self) -> NextTokenLoss:
+        return NextTokenLoss(self.model)
+
+    @property
+    def validates(self) -> bool:
+        return self.valid is not None
+
+    def validate(self, autocast: Autocast) -> tuple[dict[str, Any], float]:
+        ppl = rows_perplexity(self.model, [self.valid[i] for i in range(len(self.valid))], autocast)
+        return {"valid_ppl": ppl}, -ppl  # the lowest perplexity is the best
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        return {"kind": LM, "max_length": self.max_length}
+
+    def describe(self, metrics: dict[str, Any]) -> str:
+        return f"valid perplexity {metrics['valid_ppl']:.2f}"
+
+
+def next_token_batch(rows: list[list[int]], width: int | None = None) -> TensorBatch:
+    """Rows padded to `width` (at least MIN_ROWS of them), and the flat positions (into the
+    [B, width - 1] predictions) whose next token is real."""
+    tokens = pad(rows + [[]] * (MIN_ROWS - len(rows)), width=width)
+    positions = (tokens[:, 1:] != PAD_ID).flatten().nonzero().squeeze(1)
+    return TensorBatch((tokens, positions), positions.numel())
+
+
+def perplexity(model: LanguageModel, tokenizer: Tokenizer, texts: list[str], max_length: int) -> float:
     """exp(mean NLL per predicted subword, </s> included) over the texts."""
-    rows = sorted(_rows(tokenizer, texts, max_length), key=len)
-    total, count = 0.0, 0
-    for start in range(0, len(rows), batch_size):
-        nll, n = _nll(model, rows[start:start + batch_size])
-        total, count = total + nll.item(), count + n
-    return math.exp(total / count)
+    return rows_perplexity(model, _rows(tokenizer, texts, max_length))
 
 
-def train_lm(texts: list[str], valid: list[str] | None, out: Path, model_config: ModelConfig, schedule: Schedule,
-             vocab_size: int = 8000, max_length: int = 128, batch_tokens: int = 6000,
-             overwrite: bool = False) -> tuple[Outcome, float | None]:
-    """Train on plain sentences; keep the state with the lowest validation perplexity at `out`."""
-    check_output_dir(out, "checkpoint", checkpoint.is_checkpoint, overwrite)
-    tokenizer = learn_tokenizer(texts, vocab_size, schedule.seed)
-    config = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, n_encoder_layers=0)
-    torch.manual_seed(schedule.seed)
-    model = LanguageModel(config)
-    rows = _rows(tokenizer, texts, max_length)
+def rows_perplexity(model: LanguageModel, rows: list[list[int]], autocast: Autocast = contextlib.nullcontext,
+                    batch_size: int = 64) -> float:
+    """exp(mean NLL per predicted subword, </s> included) over the rows."""
+    rows = sorted(rows, key=len)
+    objective, device = NextTokenLoss(model), device_of(model)
+    total, count = torch.zeros((), dtype=torch.float64, device=device), 0
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            batch = next_token_batch(rows[start:start + batch_size]).to(device)
+            with autocast():
+                total += objective(*batch.tensors)[0]
+            count += batch.n_items
+    return math.exp(total.item() / count)
 
-    def loss_of(net: LanguageModel, ids: np.ndarray) -> tuple[Tensor, int]:
-        return _nll(net, [rows[i] for i in ids])
 
-    def negative_perplexity(net: LanguageModel) -> float:  # fit keeps the highest score
-        return -perplexity(net, tokenizer, valid, max_length)
-
-    outcome = fit(model, length_batches(rows, batch_tokens, schedule.seed), loss_of, schedule,
-                  negative_perplexity if valid else None, unit="tokens")
-    model.load_state_dict(outcome.best_state)
-    best = -outcome.best_score if outcome.best_score is not None else None
-    checkpoint.save_checkpoint(out, model, tokenizer, {"kind": LM, "max_length": max_length,
-                                                       "valid_perplexity": best, "history": outcome.history})
-    return outcome, best
+def train_lm(texts: list[str], valid: list[str] | None, out: Path, model_config: ModelConfig, config: TrainConfig,
+             vocab_size: int = 8000, max_length: int = 128, overwrite: bool = False) -> tuple[Trainer, float | None]:
+    """Train on plain sentences; the run at `out` keeps the state of the lowest validation
+    perplexity as checkpoints/best. Returns the trainer and that perplexity."""
+    check_output_dir(out, "run", is_run, overwrite)
+    tokenizer = learn_tokenizer(texts, vocab_size, config.seed)
+    rows = Rows.of(_rows(tokenizer, texts, max_length))
+    check_rows_fit(rows, config.batch_tokens)
+    arrays = rows.arrays("train") | (Rows.of(_rows(tokenizer, valid, max_length)).arrays("valid") if valid else {})
+    model_config = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, n_encoder_layers=0)
+    run = FamilyRun(out, model_config, config, {"kind": LM, "max_length": max_length}, tokenizer, arrays)
+    trainer, _ = train_family(run, LanguageModelTask, overwrite)
+    best = trainer.position.best_score
+    return trainer, -best if best is not None else None
 
 
 @dataclasses.dataclass

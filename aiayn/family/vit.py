@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from aiayn import checkpoint
-from aiayn.family.loop import Outcome, Schedule, fit, forever
 from aiayn.errors import InputError
+from aiayn.checkpoint import resolve_checkpoint
+from aiayn.data.batching import MIN_ROWS
+from aiayn.family.runs import IGNORED, ClassificationLoss, FamilyRun, accuracy_of, train_family
 from aiayn.family.store import config_field, device_of, load_weights, open_checkpoint
 from aiayn.files import check_output_dir
+from aiayn.training.config import TrainConfig
+from aiayn.training.run import Metrics, is_run
+from aiayn.training.task import Autocast, Task, TensorBatch
+from aiayn.training.trainer import Trainer
 from aiayn.model import AttentionMaps, ModelConfig
 from aiayn.model.family import ImageShape, VisionTransformer
 
@@ -59,35 +65,70 @@ def accuracy(model: VisionTransformer, images: Tensor, labels: Tensor) -> float:
         return (model(images.to(device_of(model))).argmax(dim=-1).cpu() == labels).float().mean().item()
 
 
-def train_vit(out: Path, model_config: ModelConfig, schedule: Schedule, image: ImageShape = ImageShape(),
-              batch_size: int = 64, overwrite: bool = False) -> tuple[Outcome, float]:
-    """Train on the digits' training split, keep the state with the best validation accuracy, and
-    write it at `out` with its accuracy on the test split (which chose nothing)."""
-    check_output_dir(out, "checkpoint", checkpoint.is_checkpoint, overwrite)
-    data = Digits.load()
-    config = dataclasses.replace(model_config, n_decoder_layers=0)
-    torch.manual_seed(schedule.seed)
-    model = VisionTransformer(config, image, n_classes=10)
-    generator = torch.Generator().manual_seed(schedule.seed)
+class DigitsTask(Task):
+    """The ViT on the digits' training split, validated on its validation split."""
 
-    def epoch(e: int) -> list[Tensor]:
-        order = torch.randperm(len(data.train_labels), generator=generator)
-        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    kind, second, unit = VIT, "correct", "images"
 
-    def loss_of(net: VisionTransformer, rows: Tensor) -> tuple[Tensor, int]:
+    def __init__(self, run: FamilyRun):
+        image = ImageShape(**run.options["image"])
+        super().__init__(VisionTransformer(run.model_config, image, n_classes=run.options["classes"]), None)
+        self.image, self.arrays = image, {k: torch.from_numpy(v) for k, v in run.arrays.items()}
+
+    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        count = len(self.arrays["train.labels"])  # an image is one "token": batch_tokens images a batch
+        return np.ones(count, dtype=np.int64), np.zeros(count, dtype=np.int64)
+
+    def read(self, rows: np.ndarray, widths: tuple[int, int], where: tuple[int, int]) -> TensorBatch:
         # No augmentation: the digits are centred and scaled already (shifting them by a pixel
         # lost 4 points of test accuracy).
-        logits = net(data.train_images[rows].to(device_of(net))).float()
-        return F.cross_entropy(logits, data.train_labels[rows].to(logits.device), reduction="sum"), len(rows)
+        return image_batch(self.arrays["train.images"], self.arrays["train.labels"], torch.from_numpy(rows).long())
 
-    outcome = fit(model, forever(epoch), loss_of, schedule,
-                  lambda net: accuracy(net, data.valid_images, data.valid_labels))
-    model.load_state_dict(outcome.best_state)
-    test_accuracy = accuracy(model.eval(), data.test_images, data.test_labels)
-    checkpoint.save_checkpoint(out, model, None, {"kind": VIT, "image": dataclasses.asdict(image), "classes": 10,
-                                                  "valid_accuracy": outcome.best_score, "test_accuracy": test_accuracy,
-                                                  "history": outcome.history})
-    return outcome, test_accuracy
+    def objective(self) -> ClassificationLoss:
+        return ClassificationLoss(self.model)
+
+    @property
+    def validates(self) -> bool:
+        return True
+
+    def validate(self, autocast: Autocast) -> tuple[dict[str, Any], float]:
+        rows = torch.arange(len(self.arrays["valid.labels"]))
+        batches = [image_batch(self.arrays["valid.images"], self.arrays["valid.labels"], chunk)
+                   for chunk in rows.split(256)]
+        score = accuracy_of(self.objective(), batches, autocast)
+        return {"valid_accuracy": score}, score
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        return {"kind": VIT, "image": dataclasses.asdict(self.image), "classes": self.model.head.out_features}
+
+    def describe(self, metrics: dict[str, Any]) -> str:
+        return f"valid accuracy {100 * metrics['valid_accuracy']:.2f}%"
+
+
+def image_batch(images: Tensor, labels: Tensor, rows: Tensor) -> TensorBatch:
+    """The images `rows` (at least MIN_ROWS of them: a padding image is blank, labelled IGNORED)."""
+    extra = max(MIN_ROWS - len(rows), 0)
+    chosen = torch.cat([images[rows], images.new_zeros(extra, *images.shape[1:])])
+    gold = torch.cat([labels[rows].long(), torch.full((extra,), IGNORED)])
+    return TensorBatch((chosen, gold), len(rows))
+
+
+def train_vit(out: Path, model_config: ModelConfig, config: TrainConfig, image: ImageShape = ImageShape(),
+              overwrite: bool = False) -> tuple[Trainer, float]:
+    """Train on the digits' training split into the run `out` (batches of `config.batch_tokens`
+    images), whose checkpoints/best has the best validation accuracy; returns the trainer and that
+    checkpoint's accuracy on the test split (which chose nothing), also recorded in metrics.jsonl."""
+    check_output_dir(out, "run", is_run, overwrite)
+    data = Digits.load()
+    arrays = {f"{split}.{part}": getattr(data, f"{split}_{part}").numpy()
+              for split in ("train", "valid", "test") for part in ("images", "labels")}
+    options = {"kind": VIT, "image": dataclasses.asdict(image), "classes": 10}
+    model_config = dataclasses.replace(model_config, n_decoder_layers=0)
+    trainer, run = train_family(FamilyRun(out, model_config, config, options, None, arrays), DigitsTask, overwrite)
+    test_accuracy = accuracy(load_vit(out).eval(), data.test_images, data.test_labels)
+    if trainer.group.is_main:
+        Metrics(out).record(event="test", test_accuracy=test_accuracy, checkpoint=str(resolve_checkpoint(out)))
+    return trainer, test_accuracy
 
 
 def load_vit(path: str | Path, announce: bool = False) -> VisionTransformer:

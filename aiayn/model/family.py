@@ -134,8 +134,14 @@ class LanguageModel(nn.Module):
     def forward(self, tokens: Tensor, cache: DecoderCache | None = None, record: AttentionMaps | None = None) -> Tensor:
         """tokens [B, T] -> next-token logits [B, T, vocab]; with a cache, tokens are the new
         positions only. Right padding needs no mask: it comes after every real token."""
+        return self.output_projection(self.hidden_states(tokens, cache, record))
+
+    def hidden_states(self, tokens: Tensor, cache: DecoderCache | None = None,
+                      record: AttentionMaps | None = None) -> Tensor:
+        """The decoder's output [B, T, d], before the output projection (training projects only
+        the positions that hold a token: aiayn.training.loss)."""
         x = self.embeddings(tokens, cache.length if cache is not None else 0)
-        return self.output_projection(self.decoder(x, None, None, cache, record))
+        return self.decoder(x, None, None, cache, record)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,9 @@ from dataclasses import dataclass
 
 from aiayn.data.batching import DEFAULT_WIDTHS
 from aiayn.errors import InputError
+from aiayn.training.schedule import DECAYS
+
+MOST_AVERAGED = 100  # --average-last keeps a copy of the weights per averaged state
 
 
 @dataclass
@@ -32,6 +35,7 @@ class TrainConfig:
     label_smoothing: float = 0.1  # §5.4
     warmup_steps: int = 4000  # §5.3
     lr_scale: float = 1.0  # multiplies the §5.3 learning rate
+    decay: str = "inverse-sqrt"  # §5.3's, or "linear": BERT's, to 0 at the end of the budget
     adam_beta1: float = 0.9  # §5.3
     adam_beta2: float = 0.98
     adam_eps: float = 1e-9
@@ -42,6 +46,7 @@ class TrainConfig:
     eval_every: int = 500
     valid_share: float = 0.05  # a scheduled validation is skipped while validating has taken more of the time
     bleu_sentences: int | None = None  # validate BLEU on the first N validation sentences (None: all)
+    average_last: int = 1  # validate the mean of the last N validated states (§6.1); the best is kept
     save_every: int = 500
     keep_last: int = 5
     log_every: int = 10
@@ -54,7 +59,7 @@ class TrainConfig:
         if not (self.max_steps or self.max_epochs or self.time_budget_s):
             raise InputError("no stopping rule: give --max-steps, --max-epochs or --time-budget")
         at_least_one = ("vocab_size", "max_length", "sample_sentences", "batch_tokens", "batch_widths", "accumulate",
-                        "warmup_steps", "eval_every", "save_every", "keep_last", "log_every")
+                        "warmup_steps", "eval_every", "save_every", "keep_last", "log_every", "average_last")
         for name in at_least_one:
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -62,13 +67,18 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise InputError(f"{name} must not be negative, got {value}")
+        if self.decay not in DECAYS:
+            raise InputError(f"decay {self.decay!r}: one of {', '.join(DECAYS)}")
+        if self.average_last > MOST_AVERAGED:
+            raise InputError(f"average_last must be at most {MOST_AVERAGED}, got {self.average_last}")
         if not 0.0 < self.valid_share <= 1.0:
             raise InputError(f"valid_share must be in (0, 1], got {self.valid_share}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise InputError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not (self.lr_scale > 0 and 0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1 and self.adam_eps > 0):
             raise InputError("lr_scale and adam_eps must be positive, adam betas in [0, 1)")
-        self.check_batch_fits(self.max_length)
+        if self.train_src:  # a translator's raw corpus (other kinds check their own rows)
+            self.check_batch_fits(self.max_length)
         if (self.valid_src is None) != (self.valid_tgt is None):
             raise InputError("give both --valid-src and --valid-tgt, or neither")
 
@@ -89,4 +99,4 @@ class Position:
     tokens: int = 0  # target tokens trained on (all processes)
     train_seconds: float = 0.0  # time in training steps so far
     valid_seconds: float = 0.0  # time in validation so far (process 0's)
-    best_bleu: float = -1.0
+    best_score: float | None = None  # the best validation score so far (BLEU for a translator)

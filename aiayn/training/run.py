@@ -76,8 +76,9 @@ def is_run(path: Path) -> bool:
         stored = checkpoint.read_config(path)
     except InputError:
         return False
+    has_vocabulary = (path / "tokenizer.model").is_file() or isinstance(stored.get("task"), dict)  # a ViT has none
     return (isinstance(stored.get("model"), dict) and isinstance(stored.get("training"), dict)
-            and (path / "tokenizer.model").is_file() and holds_only(path, RUN_ENTRIES.__contains__))
+            and has_vocabulary and holds_only(path, RUN_ENTRIES.__contains__))
 
 
 def data_dir(run_dir: Path, config: TrainConfig) -> Path:

@@ -1,5 +1,6 @@
-"""§5: training by teacher forcing, from prepared data to checkpoints that translate raw text, in
-one process or data-parallel over several (aiayn.training.distributed).
+"""The training engine (§5) for every kind of model (aiayn.training.task): a translator by teacher
+forcing on prepared data, and the descendants of aiayn.model.family; in one process or
+data-parallel over several (aiayn.training.distributed).
 
 One optimizer update takes world_size x accumulate consecutive batches of the epoch's shuffled
 sequence (each process its own `accumulate`), sums their gradients and divides by their total
@@ -13,7 +14,8 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,19 +25,17 @@ import torch
 from tqdm import tqdm
 
 from aiayn import checkpoint
-from aiayn.data.batching import MIN_ROWS, Batch, EpochPlan, TokenBatches, collate
+from aiayn.data.batching import LAYOUT, EpochPlan, TokenBatches
 from aiayn.data.prepared import PreparedData
-from aiayn.data.tokenizer import Tokenizer
-from aiayn.decoding.translator import Translator
 from aiayn.errors import InputError, TrainingDiverged
-from aiayn.evaluation.bleu import bleu
 from aiayn.model import ModelConfig, Transformer
 from aiayn.runtime import check_device, compiled_graphs, keep_freed_memory, use_cuda_kernels
 from aiayn.training.config import Position, TrainConfig
 from aiayn.training.distributed import Group
-from aiayn.training.loss import TeacherForcingLoss
 from aiayn.training.run import Metrics, create_run, data_dir, load_run, say
-from aiayn.training.schedule import learning_rate
+from aiayn.training.schedule import learning_rate, linear_decay_rate
+from aiayn.training.task import Task
+from aiayn.training.translation import TranslationTask
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -61,12 +61,20 @@ POSITION_FIELDS_ADDED = {"valid_seconds"}
 
 def _position(state: dict[str, Any], path: Path) -> Position:
     """The Position a checkpoint recorded, checked field by field."""
+    if "best_bleu" in state:  # before every kind trained here: BLEU, -1 for none yet
+        best = state.pop("best_bleu")
+        state["best_score"] = None if best == -1 else best
     fields = {f.name: f.type for f in dataclasses.fields(Position)}
     if set(state) - set(fields) or set(fields) - set(state) - POSITION_FIELDS_ADDED:
         raise checkpoint.CheckpointError(f"{path}: not a training position (fields {sorted(state)})")
     for name, value in state.items():
-        wanted = (int,) if fields[name] == "int" else (int, float)
-        if not isinstance(value, wanted) or isinstance(value, bool) or value < (-1 if name == "best_bleu" else 0):
+        if name == "best_score":
+            bad = value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                         or not math.isfinite(value))
+        else:
+            wanted = (int,) if fields[name] == "int" else (int, float)
+            bad = not isinstance(value, wanted) or isinstance(value, bool) or value < 0
+        if bad:
             raise checkpoint.CheckpointError(f"{path}: bad {name} {value!r}")
     return Position(**state)
 
@@ -74,12 +82,10 @@ def _position(state: dict[str, Any], path: Path) -> Position:
 class BatchStream:
     """The batches of epoch after epoch, from a position on; every process sees the same stream."""
 
-    def __init__(self, data: PreparedData, config: TrainConfig):
-        self.data = data
-        lengths = data.lengths()
-        # Rows as batched: source + </s>, <s> + target.
-        self.batches = TokenBatches(lengths[:, 0] + 1, lengths[:, 1] + 1, config.batch_tokens, seed=config.seed,
-                                    widths=config.batch_widths)
+    def __init__(self, task: Task, config: TrainConfig):
+        self.task = task
+        source, target = task.lengths()
+        self.batches = TokenBatches(source, target, config.batch_tokens, seed=config.seed, widths=config.batch_widths)
         self.per_epoch = len(self.batches)  # batches in every epoch alike
         self.plan: tuple[int, EpochPlan] | None = None
 
@@ -92,30 +98,28 @@ class BatchStream:
         """The position after batch `index` of `epoch`."""
         return (epoch, index + 1) if index + 1 < self.per_epoch else (epoch + 1, 0)
 
-    def take(self, count: int, epoch: int, index: int) -> list[tuple[np.ndarray, tuple[int, int]]]:
-        """`count` batches (pair indices, and the widths to pad them to) from (epoch, index) on."""
+    def take(self, count: int, epoch: int, index: int) -> list[tuple[np.ndarray, tuple[int, int], tuple[int, int]]]:
+        """`count` batches (row indices, the widths to pad them to, and where they are) from (epoch, index) on."""
         taken = []
-        if index >= self.per_epoch:  # a position from batching of an earlier version
-            epoch, index = epoch + 1, 0
         while len(taken) < count:
             plan = self.epoch(epoch)
-            taken.append((plan[index], plan.width(index)))
+            taken.append((plan[index], plan.width(index), (epoch, index)))
             epoch, index = self.following(epoch, index)
         return taken
 
-    def read(self, pairs: np.ndarray, widths: tuple[int, int]) -> Batch:
-        return collate(*self.data.read_pairs(pairs.tolist()), widths, MIN_ROWS)
-
 
 class Trainer:
-    def __init__(self, run_dir: Path, model: Transformer, tokenizer: Tokenizer, config: TrainConfig, group: Group):
-        self.run_dir, self.config, self.group, self.tokenizer = run_dir, config, group, tokenizer
+    def __init__(self, run_dir: Path, task: Task, config: TrainConfig, group: Group):
+        if config.average_last > 1 and not task.validates:
+            raise InputError(f"--average-last {config.average_last}: nothing is validated to average (give a "
+                             "validation set)")
+        self.run_dir, self.config, self.group, self.task = run_dir, config, group, task
         keep_freed_memory()
         self.device = group.device(config.device)
         use_cuda_kernels(self.device)
-        self.model = model.to(self.device)
+        self.model = task.model.to(self.device)
         # The model with its loss, as one module: DDP wraps it and torch.compile compiles it whole.
-        self.objective = TeacherForcingLoss(self.model, config.label_smoothing)
+        self.objective = task.objective()
         wrapped = self.objective
         if group.active:
             # The sinusoid tables are the same in every process: no buffer is sent at each forward.
@@ -135,15 +139,15 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=0.0, betas=(config.adam_beta1, config.adam_beta2),
                                           eps=config.adam_eps, fused=True)
         self.position = Position()
-        self.data = PreparedData(data_dir(run_dir, config))
-        self.stream = BatchStream(self.data, config)
+        self.stream = BatchStream(task, config)
         if group.is_main:
             if group.active:
                 say(f"data-parallel: {group.world_size} process(es), {group.backend}, DDP")
             batches = self.stream.batches
             say(f"batches: {len(batches):,} an epoch in {len(batches.shapes())} shapes, "
                 f"padding {batches.padding_share():.1%} of their tokens")
-        self.valid = self.data.valid_text()
+        self.valid = task.validates
+        self.recent: deque[dict[str, torch.Tensor]] = deque(maxlen=config.average_last)  # validated states (§6.1)
         self.diverged = torch.zeros((), device=self.device)  # set on the device, looked at when it costs no sync
         self.checked_step = 0
         self.skipped_validation = False
@@ -165,15 +169,15 @@ class Trainer:
             return None
         p = self.position
         path = checkpoint.save_checkpoint(
-            self.run_dir / "checkpoints" / f"step_{p.step:08d}", self.model, self.tokenizer,
-            extra_config=self._extra_config(), state={**dataclasses.asdict(p), "world_size": self.group.world_size},
+            self.run_dir / "checkpoints" / f"step_{p.step:08d}", self.model, self.task.tokenizer,
+            extra_config=self._extra_config(),
+            state={**dataclasses.asdict(p), "world_size": self.group.world_size, "batching": LAYOUT},
             state_tensors={**optimizer_tensors(self.optimizer), **rng})
         checkpoint.prune_checkpoints(self.run_dir, self.config.keep_last)
         return path
 
     def _extra_config(self) -> dict[str, Any]:
-        return {"training": dataclasses.asdict(self.config),
-                "languages": {"source": self.config.source_lang, "target": self.config.target_lang}}
+        return {**self.task.checkpoint_config(), "training": dataclasses.asdict(self.config)}
 
     def resume(self) -> None:
         if self.group.is_main:
@@ -190,11 +194,13 @@ class Trainer:
         if len({int(s) for s in steps}) > 1:  # e.g. a file system not yet showing every node the same
             raise InputError(f"{self.run_dir}: the processes see different last checkpoints "
                              f"({sorted(int(s) for s in steps)}); is the run directory shared by every machine?")
-        model, _, _ = checkpoint.load_checkpoint(latest, self.device)
-        self.model.load_state_dict(model.state_dict())
+        checkpoint.load_weights(self.model, latest)
         state, tensors = checkpoint.load_training_state(latest)
         saved_world = state.pop("world_size", 1)
+        layout = state.pop("batching", None)
         self.position = _position(state, latest / "training_state.json")
+        if layout != LAYOUT:
+            self._start_next_epoch(latest)
         restore_optimizer(self.optimizer, tensors)
         self.checked_step = self.position.step
         if saved_world == self.group.world_size:
@@ -211,6 +217,16 @@ class Trainer:
             say(f"resumed from {latest} (step {self.position.step}, epoch {self.position.epoch}, "
                 f"batch {self.position.batch})")
 
+    def _start_next_epoch(self, latest: Path) -> None:
+        """A checkpoint of an earlier aiayn batched its epochs otherwise: going on at its batch
+        index would replay some pairs and skip others, so the run goes on at the next epoch."""
+        p = self.position
+        if p.batch:
+            if self.group.is_main:
+                say(f"note: {latest} was written by an aiayn that batched epochs otherwise: the rest of epoch "
+                    f"{p.epoch} is skipped, and training goes on at the start of epoch {p.epoch + 1}")
+            p.epoch, p.batch = p.epoch + 1, 0
+
     # ------------------------------------------------------------------ one step
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
@@ -220,16 +236,17 @@ class Trainer:
         prepared data and collated (in pinned memory for a GPU). Runs ahead, on a reader thread."""
         a, rank = self.config.accumulate, self.group.rank
         batches = self.stream.take(self.group.world_size * a, epoch, index)
-        mine = [self.stream.read(ids, widths) for ids, widths in batches[rank * a:(rank + 1) * a]]
+        mine = [self.task.read(rows, widths, where) for rows, widths, where in batches[rank * a:(rank + 1) * a]]
         return [b.pin_memory() for b in mine] if self.device.type == "cuda" else mine
 
     def train_step(self, batches: list[Batch]) -> torch.Tensor:
         """One optimizer update over this process's batches of a step (see read_step). Returns,
         summed over the processes: [smoothed loss, NLL, target tokens, seconds, non-finite flag],
-        on the device (reading it would wait for the device: the caller does that only when it logs)."""
+        on the device (reading it would wait for the device: the caller does that only when it logs).
+        The loss and NLL are the task's two sums (aiayn.training.task), and tokens its items."""
         mine = [b.to(self.device, non_blocking=True) for b in batches]
         # Counted on the host (the batch knows its real tokens): nothing to wait for on the device.
-        counted = torch.tensor([float(sum(b.n_target_tokens for b in batches))], pin_memory=self.device.type == "cuda")
+        counted = torch.tensor([float(sum(b.n_items for b in batches))], pin_memory=self.device.type == "cuda")
         tokens = self.group.sum(counted.to(self.device, non_blocking=True))[0]
         # DDP averages gradients over processes; scaling by the world size makes that a sum.
         scale = self.group.world_size / tokens.clamp(min=1.0)
@@ -238,9 +255,9 @@ class Trainer:
             last = i == len(mine) - 1
             with self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext():
                 with self._autocast():
-                    smoothed, nll = self.forward(batch.src, batch.tgt_in, batch.tgt_out, batch.positions)
-                (smoothed * scale).backward()
-            sums += torch.stack([smoothed.detach(), nll.detach()])
+                    loss, second = self.forward(*batch.tensors)
+                (loss * scale).backward()
+            sums += torch.stack([loss.detach(), second.detach().to(loss.dtype)])
         now = time.perf_counter()  # this step so far, and the previous step's optimizer update
         seconds = torch.tensor([now - self.clock], pin_memory=self.device.type == "cuda")
         self.clock = now
@@ -272,36 +289,10 @@ class Trainer:
         self.checked_step = self.position.step
 
     def current_lr(self, step: int) -> float:
-        return learning_rate(step, self.model.config.d_model, self.config.warmup_steps, self.config.lr_scale)
-
-    # ------------------------------------------------------------------ validation
-    @torch.no_grad()
-    def validate(self) -> dict[str, float]:
-        assert self.valid is not None
-        self.model.eval()
-        src_text, tgt_text = self.valid
-        src_ids, tgt_ids = self.tokenizer.encode(src_text), self.tokenizer.encode(tgt_text)
-        keep = np.array([i for i, (s, t) in enumerate(zip(src_ids, tgt_ids)) if s and t])
-        src_len = np.array([len(src_ids[i]) + 1 for i in keep])
-        tgt_len = np.array([len(tgt_ids[i]) + 1 for i in keep])
-        budget = max(self.config.batch_tokens, int(src_len.max() + tgt_len.max()))
-        plan = TokenBatches(src_len, tgt_len, budget, widths=self.config.batch_widths).epoch(0)
-        sums, tokens = torch.zeros(2, dtype=torch.float64, device=self.device), 0  # the sums read once, at the end
-        for k in range(len(plan)):
-            rows = keep[plan[k]]
-            batch = collate([src_ids[i] for i in rows], [tgt_ids[i] for i in rows], plan.width(k)).to(self.device)
-            with self._autocast():
-                smoothed, nll = self.objective(batch.src, batch.tgt_in, batch.tgt_out, batch.positions)
-            sums += torch.stack([smoothed, nll])
-            tokens += batch.n_target_tokens
-        smoothed, nll = sums.tolist()
-        n = self.config.bleu_sentences or len(src_text)
-        with self._autocast():
-            hypotheses = Translator(self.model, self.tokenizer).translate(src_text[:n], beam=1)
-        self.model.train()
-        score = bleu(hypotheses, tgt_text[:n])
-        return {"valid_loss": smoothed / tokens, "valid_nll": nll / tokens, "valid_ppl": math.exp(nll / tokens),
-                "valid_bleu": score.score, "bleu_signature": score.signature}
+        c, d_model = self.config, self.model.config.d_model
+        if c.decay == "linear":  # BERT's: to 0 at the end of the budget, by the share of it spent
+            return linear_decay_rate(step, d_model, c.warmup_steps, c.lr_scale, self._fraction_done())
+        return learning_rate(step, d_model, c.warmup_steps, c.lr_scale)
 
     # ------------------------------------------------------------------ the loop
     def _done(self) -> bool:
@@ -366,7 +357,7 @@ class Trainer:
         bar = tqdm(total=1000, file=sys.stderr, dynamic_ncols=True, leave=True, disable=not self.group.is_main,
                    mininterval=0.5 if sys.stderr.isatty() else 30, initial=int(1000 * self._fraction_done()),
                    bar_format="{percentage:3.0f}%|{bar:20}| {elapsed}<{remaining} {postfix}")
-        window = torch.zeros(5, dtype=torch.float64, device=self.device)  # smoothed, nll, tokens, seconds, (flag)
+        window = torch.zeros(5, dtype=torch.float64, device=self.device)  # loss, second, items, seconds, (flag)
         steps, started = 0, time.perf_counter()
         for stats in self._steps():
             window += stats
@@ -375,21 +366,7 @@ class Trainer:
                 self._first_step_done(started)
             done = self._done()
             if p.step % c.log_every == 0 or done:
-                smoothed, nll, tokens, seconds, _ = window.tolist()
-                seconds /= self.group.world_size
-                record = dict(step=p.step, epoch=round(self._epoch_progress(), 3),
-                              train_loss=smoothed / tokens, train_nll=nll / tokens,
-                              train_ppl=math.exp(min(nll / tokens, 50.0)), lr=self.current_lr(p.step),
-                              tokens_per_s=tokens / seconds, train_seconds=p.train_seconds)
-                if self.first_step_seconds is not None:
-                    record["first_step_seconds"], self.first_step_seconds = self.first_step_seconds, None
-                if c.compile:
-                    record["compiled_graphs"] = self.graphs
-                if self.group.is_main:
-                    self.metrics.record(**record)
-                bar.set_postfix_str(f"step {p.step} loss {record['train_loss']:.3f} ppl {record['train_ppl']:.1f} "
-                                    f"{record['tokens_per_s']:,.0f} tok/s lr {record['lr']:.2e}", refresh=False)
-                window.zero_()
+                self._log(window, bar)
             bar.update(int(1000 * self._fraction_done()) - bar.n)
             scheduled = bool(self.valid) and (p.step % c.eval_every == 0 or done)
             if scheduled and self.group.is_main:
@@ -407,6 +384,30 @@ class Trainer:
             say(f"validation took {p.valid_seconds:.1f} s, {100 * p.valid_seconds / p.train_seconds:.1f}% of the "
                 f"{p.train_seconds:.0f} s of training steps")
         return p
+
+    def _log(self, window: torch.Tensor, bar: tqdm) -> None:
+        """A log record of the steps since the last (read from the device), and the progress line."""
+        p, task = self.position, self.task
+        loss, second, items, seconds, _ = window.tolist()
+        seconds /= self.group.world_size
+        record = dict(step=p.step, epoch=round(self._epoch_progress(), 3), train_loss=loss / items)
+        if task.second == "nll":
+            record.update(train_nll=second / items, train_ppl=math.exp(min(second / items, 50.0)))
+            shown = f"ppl {record['train_ppl']:.1f}"
+        else:
+            record.update(train_accuracy=second / items)
+            shown = f"accuracy {record['train_accuracy']:.3f}"
+        record.update({"lr": self.current_lr(p.step), f"{task.unit}_per_s": items / seconds,
+                       "train_seconds": p.train_seconds})
+        if self.first_step_seconds is not None:
+            record["first_step_seconds"], self.first_step_seconds = self.first_step_seconds, None
+        if self.config.compile:
+            record["compiled_graphs"] = self.graphs
+        if self.group.is_main:
+            self.metrics.record(**record)
+        bar.set_postfix_str(f"step {p.step} loss {record['train_loss']:.3f} {shown} "
+                            f"{items / seconds:,.0f} {task.unit}/s lr {record['lr']:.2e}", refresh=False)
+        window.zero_()
 
     @property
     def graphs(self) -> int:
@@ -438,15 +439,31 @@ class Trainer:
         p.valid_seconds += time.perf_counter() - started
 
     def _validate_and_keep_best(self) -> None:
+        """Validate the weights, or with `average_last` N the mean of the last N validated states
+        (§6.1); the best so far is kept as checkpoints/best."""
         p = self.position
-        metrics = self.validate()
-        self.metrics.record(step=p.step, train_seconds=p.train_seconds, **metrics)
-        say(f"step {p.step}: valid loss {metrics['valid_loss']:.3f}, ppl {metrics['valid_ppl']:.2f}, "
-            f"BLEU {metrics['valid_bleu']:.2f} (greedy, sacreBLEU)")
-        if metrics["valid_bleu"] > p.best_bleu:
-            p.best_bleu = metrics["valid_bleu"]
-            checkpoint.save_checkpoint(self.run_dir / "checkpoints" / checkpoint.BEST_DIR, self.model, self.tokenizer,
-                                       extra_config={**self._extra_config(), "step": p.step, "valid_bleu": p.best_bleu})
+        if self.config.average_last > 1:
+            self.recent.append({k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()})
+        averaged = len(self.recent) > 1
+        current = self.model.state_dict() if not averaged else self.recent[-1]
+        try:
+            if averaged:
+                self.model.load_state_dict(checkpoint.mean_state(self.recent))
+            self.model.eval()
+            metrics, score = self.task.validate(self._autocast)
+            note = {"averaged": len(self.recent)} if averaged else {}
+            self.metrics.record(step=p.step, train_seconds=p.train_seconds, **metrics, **note)
+            say(f"step {p.step}: {self.task.describe(metrics)}"
+                + (f" (the mean of the last {len(self.recent)} states)" if averaged else ""))
+            if p.best_score is None or score > p.best_score:
+                p.best_score = score
+                checkpoint.save_checkpoint(self.run_dir / "checkpoints" / checkpoint.BEST_DIR, self.model,
+                                           self.task.tokenizer, extra_config={**self._extra_config(), "step": p.step,
+                                                                              **metrics, **note})
+        finally:
+            if averaged:
+                self.model.load_state_dict(current)
+            self.model.train()
 
 
 def train(run_dir: str | Path, model_config: ModelConfig | None = None, config: TrainConfig | None = None,
@@ -470,11 +487,20 @@ def train(run_dir: str | Path, model_config: ModelConfig | None = None, config: 
         if model_config is None or config is None:
             raise ValueError("a new run needs a model config and a training config")
         group = Group.join(torch.device(config.device).type)
-        _create_together(group, run_dir, model_config, config, overwrite, workers)
+        create_together(group, run_dir, config.device,
+                        lambda: create_run(run_dir, model_config, config, overwrite, workers))
         tokenizer, model_config, config = load_run(run_dir)
+    prepared = data_dir(run_dir, config)
+    return run_task(run_dir, config, group, resume, lambda: TranslationTask(
+        Transformer(model_config), tokenizer, PreparedData(prepared), config))
+
+
+def run_task(run_dir: Path, config: TrainConfig, group: Group, resume: bool, make_task: Callable[[], Task]) -> Trainer:
+    """Train the task `make_task` builds (its model's initial weights drawn after the seed is set)
+    in the run directory, from its last checkpoint with `resume`; every process calls this alike."""
     try:
         torch.manual_seed(config.seed)  # the same initial weights in every process
-        trainer = Trainer(run_dir, Transformer(model_config), tokenizer, config, group)
+        trainer = Trainer(run_dir, make_task(), config, group)
         if resume:
             trainer.resume()
         elif group.rank:
@@ -486,16 +512,15 @@ def train(run_dir: str | Path, model_config: ModelConfig | None = None, config: 
         group.leave()
 
 
-def _create_together(group: Group, run_dir: Path, model_config: ModelConfig, config: TrainConfig, overwrite: bool,
-                     workers: int | None) -> None:
-    """Process 0 creates the run; the others wait, and learn whether it worked."""
+def create_together(group: Group, run_dir: Path, device: str, create: Callable[[], Any]) -> None:
+    """Process 0 creates the run (`create`); the others wait, and learn whether it worked."""
     error = None
     if group.is_main:
         try:
-            create_run(run_dir, model_config, config, overwrite, workers)
+            create()
         except Exception as caught:  # noqa: BLE001 - re-raised below, after the others are told
             error = caught
-    failed = group.sum(torch.tensor(float(error is not None), device=group.device(config.device)))
+    failed = group.sum(torch.tensor(float(error is not None), device=group.device(device)))
     if error is not None:
         group.leave()
         raise error

@@ -13,11 +13,12 @@ import pytest
 
 from aiayn import pipeline
 from aiayn.cli import build_parser, main
+from aiayn.checkpoint import resolve_checkpoint
 from aiayn.data.tokenizer import BOS_ID, EOS_ID
 from aiayn.errors import InputError
 from aiayn.family.classifier import TextClassifier, pack_sentences, pretrain_mlm
-from aiayn.family.loop import Schedule
 from aiayn.model import ModelConfig
+from aiayn.training.config import TrainConfig
 
 NOTES = ["I love this product! It's amazing and works perfectly.",
          "This is the worst experience I've ever had. Completely disappointed."]
@@ -70,7 +71,7 @@ def test_the_pipeline_answers_as_in_the_notes(classifier_run: Path) -> None:
     assert [r["label"] for r in results] == ["POSITIVE", "NEGATIVE"]
     assert all(0.5 < r["score"] <= 1.0 for r in results)
     assert classifier(NOTES[0]) == results[:1]
-    config = json.loads((classifier_run / "config.json").read_text())
+    config = json.loads((classifier_run / "checkpoints" / "best" / "config.json").read_text())
     assert config["kind"] == "classifier" and config["labels"] == ["NEGATIVE", "POSITIVE"]
     assert config["valid_accuracy"] > 0.8
     assert config["pooling"] == "mean" and classifier.classifier.model.pooling == "mean"
@@ -79,7 +80,7 @@ def test_the_pipeline_answers_as_in_the_notes(classifier_run: Path) -> None:
 def test_a_checkpoint_with_an_unknown_pooling_is_named(classifier_run: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     broken = tmp_path / "broken"
-    shutil.copytree(classifier_run, broken)
+    shutil.copytree(resolve_checkpoint(classifier_run), broken)
     config = json.loads((broken / "config.json").read_text())
     (broken / "config.json").write_text(json.dumps({**config, "pooling": "max"}))
     assert main(["classify", "--checkpoint", str(broken), "a movie"]) == 2
@@ -89,7 +90,7 @@ def test_a_checkpoint_with_an_unknown_pooling_is_named(classifier_run: Path, tmp
 
 def test_a_checkpoint_from_before_the_pooling_choice_reads_cls(classifier_run: Path, tmp_path: Path) -> None:
     older = tmp_path / "older"
-    shutil.copytree(classifier_run, older)
+    shutil.copytree(resolve_checkpoint(classifier_run), older)
     config = json.loads((older / "config.json").read_text())
     del config["pooling"]
     (older / "config.json").write_text(json.dumps(config))
@@ -154,10 +155,10 @@ def test_bad_training_input_is_named(text: str, extra: list[str], named: str, tm
 
 def test_pre_training_validates_nothing_so_takes_no_average(data, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as stop:
-        main(["pretrain-mlm", "--text", str(data["train"]), "--out", str(tmp_path / "mlm"), *TINY, "--max-steps", "1",
-              "--average-last", "2"])
-    assert stop.value.code == 2 and "--average-last" in capsys.readouterr().err
+    assert main(["pretrain-mlm", "--text", str(data["train"]), "--out", str(tmp_path / "mlm"), *TINY, "--max-steps",
+                 "1", "--average-last", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--average-last 2: nothing is validated" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "mlm").exists()
 
 
@@ -171,11 +172,12 @@ def test_pre_training_masks_the_share_asked_for(data, tmp_path: Path, monkeypatc
     run = tmp_path / "mlm"
     assert main(["pretrain-mlm", "--text", str(data["train"]), "--out", str(run), *TINY, "--max-steps", "3",
                  "--mask-rate", "0.4"]) == 0
-    assert rates == [0.4] * 3 and json.loads((run / "config.json").read_text())["mask_rate"] == 0.4
+    # Three steps, and the batch read ahead for a fourth.
+    assert rates == [0.4] * 4 and json.loads((run / "config.json").read_text())["task"]["mask_rate"] == 0.4
     assert build_parser().parse_args(["pretrain-mlm", "--text", "t", "--out", "o"]).mask_rate == 0.15  # BERT's
     for bad in (0.0, 1.0, float("nan")):
         with pytest.raises(InputError, match="mask_rate"):
-            pretrain_mlm(["a sentence"], tmp_path / "api", ModelConfig.preset("tiny"), Schedule(max_steps=1),
+            pretrain_mlm(["a sentence"], tmp_path / "api", ModelConfig.preset("tiny"), TrainConfig(max_steps=1),
                          mask_rate=bad)
         assert not (tmp_path / "api").exists()
     for bad in ("0", "1", "nan"):
@@ -210,14 +212,14 @@ def test_pre_training_packs_sentences_when_asked(data, tmp_path: Path, monkeypat
         extra = ["--pack", str(pack)] if pack else []
         assert main(["pretrain-mlm", "--text", str(data["train"]), "--out", str(run), *TINY, "--max-steps", "2",
                      *extra]) == 0
-        assert json.loads((run / "config.json").read_text())["pack"] == pack
-    (single_eos, single_width), _, (packed_eos, packed_width), _ = widths
+        assert json.loads((resolve_checkpoint(run) / "config.json").read_text())["pack"] == pack
+    (single_eos, single_width), (packed_eos, packed_width) = widths[0], widths[3]  # 2 steps + 1 read ahead each
     assert single_eos == 0 and packed_eos > 2 and single_width < packed_width <= 200
     capsys.readouterr()
     for bad in (64.0, True, 1001):
         with pytest.raises(InputError, match=f"pack {bad!r}"):
-            pretrain_mlm(["a sentence"], tmp_path / "api", ModelConfig.preset("tiny"), Schedule(max_steps=1),
-                         batch_tokens=1000, pack=bad)
+            pretrain_mlm(["a sentence"], tmp_path / "api", ModelConfig.preset("tiny"),
+                         TrainConfig(max_steps=1, batch_tokens=1000), pack=bad)
         assert not (tmp_path / "api").exists()
     for bad, named in (("2", "--pack"), ("1001", "pack 1001")):  # --batch-tokens is 1000
         run = tmp_path / f"bad{bad}"

@@ -13,7 +13,7 @@ def test_a_short_training_learns_digits_and_draws_its_attention(tmp_path: Path) 
     assert main(["train-vit", "--out", str(run), "--max-steps", "200", "--eval-every", "100", "--log-every", "50"]) == 0
     model, digits = load_vit(run), Digits.load()
     assert (len(digits.train_labels), len(digits.valid_labels), len(digits.test_labels)) == (1212, 135, 450)
-    reported = json.loads((run / "config.json").read_text())["test_accuracy"]
+    reported = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]["test_accuracy"]
     assert reported == accuracy(model, digits.test_images, digits.test_labels) > 0.8
     out = tmp_path / "attention.png"
     assert main(["attention", "--checkpoint", str(run), "--image", "3", "--out", str(out)]) == 0

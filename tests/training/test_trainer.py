@@ -358,7 +358,7 @@ def test_compile_makes_one_graph_for_every_batch_shape_with_the_loss_inside(numb
     breaks_before = sum(counters["graph_break"].values())
     trainer = train(tmp_path / "run", ModelConfig.preset("tiny", d_model=32, d_ff=64),
                     tiny_config(number_corpus, batch_tokens=300, max_length=40, max_steps=30, compile=True, bf16=True, log_every=10))
-    shapes_met = {(len(pairs), *widths) for pairs, widths in trainer.stream.take(30, 0, 0)}
+    shapes_met = {(len(pairs), *widths) for pairs, widths, _ in trainer.stream.take(30, 0, 0)}
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(shapes_met) > 10  # many shapes were trained on ...
     assert trainer.graphs == 1  # ... by one graph
@@ -366,3 +366,37 @@ def test_compile_makes_one_graph_for_every_batch_shape_with_the_loss_inside(numb
     assert [r["compiled_graphs"] for r in logged] == [1, 1, 1]
     assert sum(counters["graph_break"].values()) == breaks_before  # the loss is in the graph
     assert logged[0]["first_step_seconds"] > 0 and "first_step_seconds" not in logged[1]
+
+
+def test_a_checkpoint_of_an_earlier_batching_goes_on_at_the_next_epoch(number_corpus, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    """Its batch index points into other batches: going on there would replay and skip pairs."""
+    from aiayn.model import ModelConfig
+
+    run = tmp_path / "run"
+    train(run, ModelConfig.preset("tiny", d_model=16, d_ff=32), tiny_config(number_corpus, max_steps=3))
+    saved = checkpoint.step_checkpoints(run)[-1] / "training_state.json"
+    state = json.loads(saved.read_text())
+    assert state["batching"] and (state["epoch"], state["batch"]) == (0, 3)
+    for older in ("batching", "valid_seconds"):  # what a checkpoint of an earlier aiayn lacks
+        del state[older]
+    saved.write_text(json.dumps(state))
+    capsys.readouterr()
+    train(run, config=TrainConfig(max_steps=4), resume=True)
+    assert "the rest of epoch 0 is skipped" in capsys.readouterr().err
+    state, _ = checkpoint.load_training_state(checkpoint.step_checkpoints(run)[-1])
+    assert (state["step"], state["epoch"], state["batch"]) == (4, 1, 1)
+
+
+def test_validation_is_skipped_while_it_has_taken_more_than_its_share(number_corpus, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    from aiayn.model import ModelConfig
+
+    run = tmp_path / "run"
+    config = tiny_config(number_corpus, max_steps=4, eval_every=1, valid_share=0.001,
+                         valid_src=str(number_corpus["valid_en"]), valid_tgt=str(number_corpus["valid_de"]))
+    train(run, ModelConfig.preset("tiny", d_model=16, d_ff=32), config)
+    validated = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+                 if "valid_bleu" in line]
+    assert validated == [1, 4]  # the first (nothing spent yet) and the last (the run's result)
+    assert "step 2: validation skipped" in capsys.readouterr().err

@@ -1,0 +1,75 @@
+"""The descendants train on the translator's engine: periodic checkpoints, bitwise exact resume after
+a kill (the translator's kill -9 tests: tests/training), and under torchrun the updates of one
+process accumulating the same batches."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from aiayn import checkpoint
+from aiayn.cli import main
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+# As in tests/training/test_distributed.py: no dropout, and an eps that compares gradients, not signs.
+COMMON = ["--preset", "tiny", "--vocab-size", "300", "--warmup", "20", "--eval-every", "1000", "--log-every", "1",
+          "--save-every", "4", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def verbs(number_corpus, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """The arguments of train-lm and train-classifier on the number words (labels: the parity of
+    the number a sentence names)."""
+    root = tmp_path_factory.mktemp("labelled")
+    lines = number_corpus["train_en"].read_text().splitlines()[:600]
+    labelled = root / "train.tsv"
+    labelled.write_text("sentence\tlabel\n" + "".join(f"{s}\t{len(s) % 2}\n" for s in lines))
+    return {"train-lm": ["train-lm", "--text", str(number_corpus["train_en"]), "--batch-tokens", "600", *COMMON],
+            "train-classifier": ["train-classifier", "--train", str(labelled), "--batch-tokens", "600", *COMMON]}
+
+
+def records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def losses(run: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["train_loss"]) for r in records(run) if "train_loss" in r]
+
+
+def weights(run: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "checkpoints" / f"step_{step:08d}" / "model.safetensors"))
+
+
+@pytest.mark.parametrize("verb", ["train-lm", "train-classifier"])
+def test_a_run_cut_short_resumes_bitwise_with_the_same_logged_losses(verb: str, verbs, tmp_path: Path) -> None:
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main([*verbs[verb], "--out", str(straight), "--max-steps", "12"]) == 0
+    # A run killed after step 6 was logged, before its checkpoint was written (step 4's was).
+    assert main([*verbs[verb], "--out", str(resumed), "--max-steps", "6"]) == 0
+    shutil.rmtree(checkpoint.step_checkpoints(resumed)[-1])
+    with open(resumed / "metrics.jsonl", "a") as f:
+        f.write('{"step": 7, "train_lo')  # and a record torn by the kill
+    assert main([verb, "--resume", str(resumed), "--max-steps", "12"]) == 0
+    a, b = weights(straight, 12), weights(resumed, 12)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert losses(straight) == losses(resumed) and [s for s, _ in losses(resumed)] == list(range(1, 13))
+
+
+@pytest.mark.parametrize("verb", ["train-lm", "train-classifier"])
+def test_two_processes_make_the_updates_of_one_accumulating_two_batches(verb: str, verbs, tmp_path: Path) -> None:
+    common = [*verbs[verb], "--dropout", "0", "--adam-eps", "1e-4", "--max-steps", "6"]
+    done = subprocess.run([*TORCHRUN, "--nproc-per-node", "2", "-m", "aiayn", *common, "--out", str(tmp_path / "ddp")],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert main([*common, "--out", str(tmp_path / "accumulate"), "--accumulate", "2"]) == 0
+    ddp, accumulated = weights(tmp_path / "ddp", 6), weights(tmp_path / "accumulate", 6)
+    assert max((ddp[k] - accumulated[k]).abs().max().item() for k in ddp) < 1e-5
+    assert [round(loss, 4) for _, loss in losses(tmp_path / "ddp")] == \
+        [round(loss, 4) for _, loss in losses(tmp_path / "accumulate")]
