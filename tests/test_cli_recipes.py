@@ -55,7 +55,7 @@ def test_flags_on_the_command_line_override_the_recipe(tmp_path: Path) -> None:
     recipe = write(tmp_path, 'verb = "train"\nwarmup = 150\nbatch-tokens = 9000\nbf16 = true\npreset = "small"\n')
     args = parse_args(["train", "--config", recipe, "--out", "run", "--warmup", "77", "--preset", "tiny"])
     assert (args.warmup_steps, args.preset, args.batch_tokens, args.bf16) == (77, "tiny", 9000, True)
-    assert parse_args(["train", "--out", "run"]).warmup_steps == 4000  # the parser's own defaults are untouched
+    assert parse_args(["train", "--out", "run"]).warmup_steps is None  # the parser's own default (fitted to the budget)
     vit = write(tmp_path, 'warmup = 33\nlr-scale = 0.5\n', "vit.toml")
     args = parse_args(["train-vit", "--config", vit, "--out", "run", "--lr-scale", "0.2"])
     assert (args.warmup_steps, args.lr_scale) == (33, 0.2)

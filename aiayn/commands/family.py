@@ -18,14 +18,14 @@ VIT_MODEL = dict(d_model=64, n_heads=4, d_ff=128, n_encoder_layers=4, n_decoder_
 
 
 def add_family_training(p: argparse.ArgumentParser, preset: str | None, batch_tokens: int | None = 4000,
-                        text: bool = True, warmup: int = 400, lr_scale: float = 1.0) -> None:
+                        text: bool = True, lr_scale: float = 1.0) -> None:
     """What every descendant's training takes: the training engine's options (aiayn.training), and
     for text its vocabulary and sentence length."""
     add_config_argument(p)
     if text:
         p.add_argument("--vocab-size", type=POSITIVE, default=8000)
         p.add_argument("--max-length", type=number(int, 3), default=128, help="subwords a sentence is cut to")
-    defaults = TrainingDefaults(warmup=warmup, eval_every=200, log_every=20, lr_scale=lr_scale, save_every=200,
+    defaults = TrainingDefaults(eval_every=200, log_every=20, lr_scale=lr_scale, save_every=200,
                                 batch_tokens=batch_tokens, batch_help="tokens per batch, padding included")
     groups = add_training_arguments(p, defaults)
     if preset is not None:  # the ViT has one size of its own
@@ -76,7 +76,7 @@ def add_train_lm(verbs: argparse._SubParsersAction) -> None:
 
 def add_train_vit(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("train-vit", help="train a Vision Transformer on scikit-learn's digits (no download)")
-    add_family_training(p, preset=None, batch_tokens=None, text=False, warmup=100, lr_scale=0.3)
+    add_family_training(p, preset=None, batch_tokens=None, text=False, lr_scale=0.3)
     p.set_defaults(run=_train_vit)
 
 

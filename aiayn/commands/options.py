@@ -117,7 +117,6 @@ def add_corpus_arguments(data: argparse._ArgumentGroup) -> None:
 @dataclass(frozen=True)
 class TrainingDefaults:
     """A training verb's own defaults for the options every training verb takes."""
-    warmup: int
     eval_every: int
     log_every: int
     lr_scale: float = 1.0
@@ -162,8 +161,9 @@ def _add_optimisation(opt: argparse._ArgumentGroup, defaults: TrainingDefaults) 
                      help="lengths batches are padded to, chosen from the data (20): at most twice as many batch "
                           "shapes")
     opt.add_argument("--accumulate", type=POSITIVE, default=1, help="batches per optimizer step")
-    opt.add_argument("--warmup", dest="warmup_steps", type=POSITIVE, default=defaults.warmup,
-                     help="steps of the learning rate's linear warm-up (§5.3)")
+    opt.add_argument("--warmup", dest="warmup_steps", type=POSITIVE,
+                     help="steps of the learning rate's linear warm-up (§5.3; default: 6%% of the steps the budget "
+                     "allows, at most the paper's 4,000, said in the log)")
     opt.add_argument("--lr-scale", dest="lr_scale", type=number(float, above=0.0), default=defaults.lr_scale,
                      help="factor on the §5.3 learning rate")
     opt.add_argument("--decay", choices=DECAYS, default="inverse-sqrt",

@@ -15,7 +15,7 @@ from aiayn.model.config import ModelConfig
 RAW_CORPUS_FLAGS = {"train_src": "--train-src", "train_tgt": "--train-tgt", "valid_src": "--valid-src",
                     "valid_tgt": "--valid-tgt", "vocab_size": "--vocab-size", "max_length": "--max-length",
                     "sample_sentences": "--sample-sentences", "multi30k": "--multi30k"}
-TRAIN_DEFAULTS = TrainingDefaults(warmup=4000, eval_every=500, log_every=10, batch_tokens=8000,
+TRAIN_DEFAULTS = TrainingDefaults(eval_every=500, log_every=10, batch_tokens=8000,
                                   batch_help="source+target tokens per batch")
 
 

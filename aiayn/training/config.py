@@ -33,7 +33,7 @@ class TrainConfig:
     batch_widths: int = DEFAULT_WIDTHS  # (source, target) widths batches are padded to: at most twice as many shapes
     accumulate: int = 1  # batches per process per optimizer step (an effective batch larger than memory holds)
     label_smoothing: float = 0.1  # §5.4
-    warmup_steps: int = 4000  # §5.3
+    warmup_steps: int | None = None  # §5.3's warm-up; None: fitted to the budget (aiayn.training.trainer)
     lr_scale: float = 1.0  # multiplies the §5.3 learning rate
     decay: str = "inverse-sqrt"  # §5.3's, or "linear": BERT's, to 0 at the end of the budget
     adam_beta1: float = 0.9  # §5.3
@@ -59,10 +59,12 @@ class TrainConfig:
         if not (self.max_steps or self.max_epochs or self.time_budget_s):
             raise InputError("no stopping rule: give --max-steps, --max-epochs or --time-budget")
         at_least_one = ("vocab_size", "max_length", "sample_sentences", "batch_tokens", "batch_widths", "accumulate",
-                        "warmup_steps", "eval_every", "save_every", "keep_last", "log_every", "average_last")
+                        "eval_every", "save_every", "keep_last", "log_every", "average_last")
         for name in at_least_one:
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup_steps is not None and self.warmup_steps < 1:
+            raise InputError(f"warmup_steps must be at least 1, got {self.warmup_steps}")
         for name in ("max_steps", "max_epochs", "time_budget_s"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -100,3 +102,4 @@ class Position:
     train_seconds: float = 0.0  # time in training steps so far
     valid_seconds: float = 0.0  # time in validation so far (process 0's)
     best_score: float | None = None  # the best validation score so far (BLEU for a translator)
+    warmup_steps: int = 0  # the warm-up fitted to the budget, once chosen (0: none yet, or --warmup given)

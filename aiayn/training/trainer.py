@@ -56,7 +56,11 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
 
 
 # Fields a checkpoint of an earlier version lacks (their defaults then apply).
-POSITION_FIELDS_ADDED = {"valid_seconds"}
+POSITION_FIELDS_ADDED = {"valid_seconds", "warmup_steps"}
+# Without --warmup, the warm-up is this share of the steps the budget allows (the paper's: 4,000
+# of 100,000), at most the paper's 4,000. Under a time budget alone the steps are estimated from
+# the speed of the first FIT_AFTER steps, which warm up as the paper's 4,000 would begin.
+WARMUP_SHARE, MOST_WARMUP, FIT_AFTER = 0.06, 4000, 20
 
 
 def _position(state: dict[str, Any], path: Path) -> Position:
@@ -290,9 +294,34 @@ class Trainer:
 
     def current_lr(self, step: int) -> float:
         c, d_model = self.config, self.model.config.d_model
+        warmup = c.warmup_steps or self.position.warmup_steps or MOST_WARMUP
         if c.decay == "linear":  # BERT's: to 0 at the end of the budget, by the share of it spent
-            return linear_decay_rate(step, d_model, c.warmup_steps, c.lr_scale, self._fraction_done())
-        return learning_rate(step, d_model, c.warmup_steps, c.lr_scale)
+            return linear_decay_rate(step, d_model, warmup, c.lr_scale, self._fraction_done())
+        return learning_rate(step, d_model, warmup, c.lr_scale)
+
+    def _fit_warmup(self) -> None:
+        """Without --warmup, choose the warm-up from the steps the budget allows (once, and keep it
+        in the position, so that a resumed run goes on with it): known from --max-steps or
+        --max-epochs, estimated under a time budget after the first FIT_AFTER steps."""
+        c, p = self.config, self.position
+        if c.warmup_steps is not None or p.warmup_steps:
+            return
+        known = [n for n in (c.max_steps, c.max_epochs and c.max_epochs * self.stream.per_epoch // self._per_step())
+                 if n]
+        if c.time_budget_s and p.step >= FIT_AFTER:
+            self._settle()
+            known.append(int(p.step * c.time_budget_s / max(p.train_seconds, 1e-9)))
+        elif c.time_budget_s:
+            return
+        total = min(known)
+        p.warmup_steps = max(1, min(MOST_WARMUP, round(WARMUP_SHARE * total)))
+        if self.group.is_main:
+            estimated = "estimated from the first steps' speed" if c.time_budget_s and total == known[-1] else "set"
+            say(f"warm-up: {p.warmup_steps} steps, {WARMUP_SHARE:.0%} of the {total:,} steps the budget allows "
+                f"({estimated}; --warmup sets it)")
+
+    def _per_step(self) -> int:
+        return self.group.world_size * self.config.accumulate
 
     # ------------------------------------------------------------------ the loop
     def _done(self) -> bool:
@@ -324,7 +353,7 @@ class Trainer:
         """Train step after step until a stopping rule holds, keeping the position. On the CPU the
         counts are settled every step (no device to wait for; a NaN stops training at once); on a
         GPU only when the loop logs or saves, so the time budget is checked at those steps."""
-        p, per_step = self.position, self.group.world_size * self.config.accumulate
+        p, per_step = self.position, self._per_step()
         self.unsettled = torch.zeros(2, dtype=torch.float64, device=self.device)
         self.clock = time.perf_counter()
         # The next step's batches are read while this one trains (pread lets go of the GIL).
@@ -336,6 +365,8 @@ class Trainer:
                 for _ in range(per_step):
                     p.epoch, p.batch = self.stream.following(p.epoch, p.batch)
                 upcoming = reader.submit(self.read_step, p.epoch, p.batch)
+                if p.step in (0, FIT_AFTER):
+                    self._fit_warmup()
                 stats = self.train_step(batches)
                 p.step += 1
                 self.unsettled += stats[2:4]

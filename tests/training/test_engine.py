@@ -141,3 +141,23 @@ def test_each_step_runs_at_the_rate_of_its_decay(decay: str, monkeypatch: pytest
 def test_bad_settings_are_named(field: dict, named: str) -> None:
     with pytest.raises(InputError, match=named):
         TrainConfig(max_steps=1, **field)
+
+
+def test_without_a_warmup_the_budget_sets_it_and_a_resumed_run_keeps_it(tmp_path: Path, monkeypatch,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    from aiayn.training import trainer as engine
+
+    monkeypatch.setattr(engine, "FIT_AFTER", 3)
+    rates = _record_rates(monkeypatch)
+    trainer = train(tmp_path / "steps", Toy(validates=False), max_steps=50, warmup_steps=None)
+    assert trainer.position.warmup_steps == 3  # 6% of 50
+    assert rates == pytest.approx([learning_rate(s, 16, 3) for s in range(1, 51)])
+    assert "warm-up: 3 steps, 6% of the 50 steps the budget allows" in capsys.readouterr().err
+    # Under a time budget alone: the paper's warm-up begins, and after FIT_AFTER steps their speed sets it.
+    timed = train(tmp_path / "time", Toy(validates=False), time_budget_s=2.0, warmup_steps=None, save_every=5)
+    steps = timed.position.step
+    assert 1 <= timed.position.warmup_steps <= 4000 and "estimated from the first steps' speed" in capsys.readouterr().err
+    assert rates[50:53] == pytest.approx([learning_rate(s, 16, 4000) for s in (1, 2, 3)])
+    assert rates[53] == pytest.approx(learning_rate(4, 16, timed.position.warmup_steps)) and steps > 4
+    # --warmup given: no fitting.
+    assert train(tmp_path / "given", Toy(validates=False), max_steps=5, warmup_steps=7).position.warmup_steps == 0
