@@ -262,6 +262,68 @@ class _EndedHypotheses:
 
 
 @torch.inference_mode()
+@dataclass
+class _Beams:
+    """A beam search's state, on the device: per sentence still in the batch, its k live
+    hypotheses (tokens so far, last token, score), whether it is still searching, its length cap
+    and the most a live score can gain by it (lp of the cap), and its ended hypotheses."""
+
+    history: Tensor  # [rows * k, longest]
+    last: Tensor  # [rows * k]
+    scores: Tensor  # [rows, k]
+    sentences: Tensor  # [rows]: the sentence of each row
+    active: Tensor  # [rows]: not yet done (done ones wait for the host's look to leave)
+    limits: Tensor  # [rows]
+    cap_penalty: Tensor  # [rows]
+    finished: _EndedHypotheses
+
+    def advance(self, log_probs: Tensor, length: int, alpha: float, eos_id: int, look: bool) -> Tensor:
+        """One step: hypotheses ending in <eos> among a sentence's k best candidates join the
+        ended ones (looked for only when `look`: the test reads the device), the k best others go
+        on, and at its length cap a sentence's live ones end as they stand. Returns the rows of
+        the previous step each live hypothesis continues (for the decoder's cache)."""
+        rows_now, k = self.scores.shape
+        vocab = log_probs.size(-1)
+        candidates = (self.scores[:, :, None] + log_probs.view(rows_now, k, vocab)).view(rows_now, -1)
+        top_scores, top_index = candidates.topk(2 * k, dim=-1)  # k of them are sure not to be <eos>
+        top_beam, top_token = top_index // vocab, top_index % vocab
+        is_eos = top_token == eos_id
+        penalty = length_penalty(length, alpha)
+        ends = is_eos[:, :k] & (top_scores[:, :k] > float("-inf")) & self.active[:, None]
+        if look or ends.any():
+            ended = torch.where(ends, top_scores[:, :k], float("-inf"))
+            beam_tokens = self.history.view(rows_now, k, -1)
+            self.finished.add(ended / penalty, ended,
+                              beam_tokens.gather(1, top_beam[:, :k, None].expand_as(beam_tokens)), length - 1,
+                              complete=True)
+        self.scores, live = top_scores.masked_fill(is_eos, float("-inf")).topk(k, dim=-1)
+        live_beam, live_token = top_beam.gather(1, live), top_token.gather(1, live)
+        rows = (torch.arange(rows_now, device=self.scores.device)[:, None] * k + live_beam).view(-1)
+        self.history = self.history.index_select(0, rows)
+        self.history[:, length - 1] = live_token.view(-1)
+        self.last = live_token.view(-1)
+        return rows
+
+    def end_capped(self, length: int, alpha: float) -> Tensor:
+        """At its length cap, a sentence's live hypotheses end as they stand; which sentences are there."""
+        rows_now, k = self.scores.shape
+        at_cap = self.active & (length >= self.limits)
+        capped = torch.where(at_cap[:, None] & (self.scores > float("-inf")), self.scores, float("-inf"))
+        self.finished.add(capped / length_penalty(length, alpha), capped, self.history.view(rows_now, k, -1), length,
+                          complete=False)
+        return at_cap
+
+    def keep(self, keep: Tensor) -> Tensor:
+        """Only the sentences `keep` stay in the batch; returns their beams' rows."""
+        k = self.scores.size(1)
+        beam_rows = (keep[:, None] * k + torch.arange(k, device=keep.device)).view(-1)
+        self.finished = self.finished.rows(keep)
+        self.history, self.last = self.history[beam_rows], self.last[beam_rows]
+        self.scores, self.sentences, self.active = self.scores[keep], self.sentences[keep], self.active[keep]
+        self.limits, self.cap_penalty = self.limits[keep], self.cap_penalty[keep]
+        return beam_rows
+
+
 def beam_search(
     model: Transformer, src: Tensor, beam_size: int = 4, alpha: float = 0.6, n_best: int = 1,
     extra_length: int = EXTRA_OUTPUT_LENGTH, no_repeat_ngram_size: int = 0, use_cache: bool = True,
@@ -280,71 +342,45 @@ def beam_search(
     """
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be between 1 and the beam size ({beam_size}), got {n_best}")
-    config, device = model.config, src.device
-    n, k = src.size(0), beam_size
-    decoder = _Decoder(model, src, use_cache, beams=k)
-    limits = max_output_lengths(decoder.src_mask, extra_length, model.position_limit)
-    cap_penalty = ((5.0 + limits.float()) / 6.0) ** alpha  # lp(length cap): the most a live score can gain
-    every = 1 if no_repeat_ngram_size else host_check_interval(device, sync_every)
-    shortest, longest = read_back(torch.stack([limits.min(), limits.max()]))
-    finished = _EndedHypotheses.empty(n, k, longest, device)
-    results = _EndedHypotheses.empty(n, k, longest, device)  # by sentence, as sentences leave
-    sentences = torch.arange(n, device=device)  # the sentence of each row of sentences still in the batch
-    active = torch.ones(n, dtype=torch.bool, device=device)  # not yet done (done ones wait to leave)
-    # Only beam 0 is live at the start, so the first step's candidates are all distinct.
-    scores = torch.full((n, k), float("-inf"), device=device)
-    scores[:, 0] = 0.0
-    history = torch.zeros(n * k, longest, dtype=torch.long, device=device)
-    last = torch.full((n * k,), config.bos_id, dtype=torch.long, device=device)
-    for length in range(1, history.size(1) + 1):
+    decoder = _Decoder(model, src, use_cache, beams=beam_size)
+    beams, results, shortest = _start_beams(model, src, decoder, beam_size, alpha, extra_length)
+    every = 1 if no_repeat_ngram_size else host_check_interval(src.device, sync_every)
+    for length in range(1, beams.history.size(1) + 1):
         check_deadline(deadline)
-        log_probs = decoder.step(last)
+        log_probs = decoder.step(beams.last)
         if no_repeat_ngram_size:
-            ban_repeated_ngrams(log_probs, read_back(history[:, :length - 1]), no_repeat_ngram_size)
-        rows_now = scores.size(0)
-        vocab = log_probs.size(-1)
-        candidates = (scores[:, :, None] + log_probs.view(rows_now, k, vocab)).view(rows_now, -1)
-        top_scores, top_index = candidates.topk(2 * k, dim=-1)  # k of them are sure not to be <eos>
-        top_beam, top_token = top_index // vocab, top_index % vocab
-        is_eos = top_token == config.eos_id
-        penalty = length_penalty(length, alpha)
-        beam_tokens = history.view(rows_now, k, -1)
-
-        # Hypotheses ending here: <eos> among a sentence's k best candidates.
-        ends = is_eos[:, :k] & (top_scores[:, :k] > float("-inf")) & active[:, None]
-        if every > 1 or ends.any():  # the test reads the device: only where every step does anyway
-            ended = torch.where(ends, top_scores[:, :k], float("-inf"))
-            finished.add(ended / penalty, ended, beam_tokens.gather(1, top_beam[:, :k, None].expand_as(beam_tokens)),
-                         length - 1, complete=True)
-
-        # The k best candidates that go on.
-        scores, live = top_scores.masked_fill(is_eos, float("-inf")).topk(k, dim=-1)
-        live_beam, live_token = top_beam.gather(1, live), top_token.gather(1, live)
-        rows = (torch.arange(rows_now, device=device)[:, None] * k + live_beam).view(-1)
-        history = history.index_select(0, rows)
-        history[:, length - 1] = live_token.view(-1)
-        last = live_token.view(-1)
-        decoder.select(rows)
-
-        # At its length cap, a sentence's live hypotheses end as they stand.
-        at_cap = active & (length >= limits)
-        if length >= shortest:  # known on the host: no cap is reached before
-            capped = torch.where(at_cap[:, None] & (scores > float("-inf")), scores, float("-inf"))
-            finished.add(capped / penalty, capped, history.view(rows_now, k, -1), length, complete=False)
+            ban_repeated_ngrams(log_probs, read_back(beams.history[:, :length - 1]), no_repeat_ngram_size)
+        decoder.select(beams.advance(log_probs, length, alpha, model.config.eos_id, look=every > 1))
+        # No cap is reached before the shortest (known on the host).
+        at_cap = beams.end_capped(length, alpha) if length >= shortest else torch.zeros_like(beams.active)
+        finished = beams.finished
         threshold = finished.score[:, n_best - 1]  # the n-th best ended hypothesis (-inf: fewer than n)
-        hopeless = (finished.count >= n_best) & (scores[:, 0] / cap_penalty <= threshold)
-        active &= ~(at_cap | (finished.count >= k) | hopeless)
-        if length % every == 0 or length == history.size(1):
-            going = read_back(active)  # the one read-back of these steps
+        hopeless = (finished.count >= n_best) & (beams.scores[:, 0] / beams.cap_penalty <= threshold)
+        beams.active &= ~(at_cap | (finished.count >= beam_size) | hopeless)
+        if length % every == 0 or length == beams.history.size(1):
+            going = read_back(beams.active)  # the one read-back of these steps
             if not all(going):
-                keep, gone = split_rows(going, device)
-                results.put(sentences[gone], finished.rows(gone))
+                keep, gone = split_rows(going, src.device)
+                results.put(beams.sentences[gone], finished.rows(gone))
                 if not any(going):
                     break
-                beam_rows = (keep[:, None] * k + torch.arange(k, device=device)).view(-1)
-                decoder.select(beam_rows, keep)
-                finished = finished.rows(keep)
-                history, last = history[beam_rows], last[beam_rows]
-                scores, sentences, active = scores[keep], sentences[keep], active[keep]
-                limits, cap_penalty = limits[keep], cap_penalty[keep]
+                decoder.select(beams.keep(keep), keep)
     return results.best(n_best)
+
+
+def _start_beams(model: Transformer, src: Tensor, decoder: "_Decoder", k: int, alpha: float,
+                 extra_length: int) -> tuple[_Beams, _EndedHypotheses, int]:
+    """The state before the first step, the store of finished sentences' hypotheses, and the
+    shortest length cap. Only beam 0 is live at the start, so the first step's candidates are all
+    distinct."""
+    n, device = src.size(0), src.device
+    limits = max_output_lengths(decoder.src_mask, extra_length, model.position_limit)
+    shortest, longest = read_back(torch.stack([limits.min(), limits.max()]))
+    scores = torch.full((n, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0
+    beams = _Beams(history=torch.zeros(n * k, longest, dtype=torch.long, device=device),
+                   last=torch.full((n * k,), model.config.bos_id, dtype=torch.long, device=device), scores=scores,
+                   sentences=torch.arange(n, device=device), active=torch.ones(n, dtype=torch.bool, device=device),
+                   limits=limits, cap_penalty=((5.0 + limits.float()) / 6.0) ** alpha,
+                   finished=_EndedHypotheses.empty(n, k, longest, device))
+    return beams, _EndedHypotheses.empty(n, k, longest, device), shortest

@@ -26,18 +26,19 @@ from aiayn.family.runs import (
     ClassificationLoss,
     FamilyRun,
     Rows,
+    RowsTask,
     accuracy_of,
     batch_seed,
     check_rows_fit,
+    projected_nll,
     rows_of,
     train_family,
 )
 from aiayn.family.store import config_field, device_of, learn_tokenizer, load_weights, open_checkpoint, text_tokenizer
 from aiayn.files import check_output_dir
 from aiayn.training.config import TrainConfig
-from aiayn.training.loss import projected_label_smoothed_loss
 from aiayn.training.run import is_run
-from aiayn.training.task import Autocast, Task, TensorBatch
+from aiayn.training.task import Autocast, TensorBatch
 from aiayn.training.trainer import Trainer
 from aiayn.model import ModelConfig
 from aiayn.model.config import BERT_MASKED, MOST_MASKED, POOLINGS, Pooling
@@ -199,12 +200,10 @@ class MaskedLanguageModelLoss(nn.Module):
         self.model = model
 
     def forward(self, inputs: Tensor, positions: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        hidden = self.model.body(inputs).flatten(0, 1).index_select(0, positions)
-        nll, _ = projected_label_smoothed_loss(hidden, self.model.output_projection, target, 0.0)
-        return nll, nll.detach()
+        return projected_nll(self.model.body(inputs), positions, self.model.output_projection, target)
 
 
-class MaskedLanguageModelTask(Task):
+class MaskedLanguageModelTask(RowsTask):
     """BERT's pre-training on unlabelled rows; each batch masked with a seed of its own place."""
 
     kind = MASKED_LM
@@ -214,9 +213,6 @@ class MaskedLanguageModelTask(Task):
         self.rows, self.options, self.seed = rows_of(run.arrays, "train"), run.options, run.config.seed
         mask_id = self.options["mask_id"]
         self.special = torch.tensor([PAD_ID, BOS_ID, EOS_ID, UNK_ID, mask_id])
-
-    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.rows.lengths(), np.zeros(len(self.rows), dtype=np.int64)
 
     def read(self, rows: np.ndarray, widths: tuple[int, int], where: tuple[int, int]) -> TensorBatch:
         tokens = pad([self.rows[i] for i in rows] + [[BOS_ID]] * (MIN_ROWS - len(rows)), width=widths[0])
@@ -266,7 +262,7 @@ def pretrain_mlm(texts: list[str], out: Path, model_config: ModelConfig, config:
     return trainer
 
 
-class ClassifierTask(Task):
+class ClassifierTask(RowsTask):
     """Fine-tuning (or training from scratch) on labelled rows [CLS] + sentence."""
 
     kind, second, unit = CLASSIFIER, "correct", "sentences"
@@ -282,18 +278,11 @@ class ClassifierTask(Task):
             self.model.body.load_state_dict(load_weights(MaskedLanguageModel(config), directory).body.state_dict())
         self.valid_labels = run.arrays.get("valid.labels")
 
-    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.rows.lengths(), np.zeros(len(self.rows), dtype=np.int64)
-
     def read(self, rows: np.ndarray, widths: tuple[int, int], where: tuple[int, int]) -> TensorBatch:
         return labelled_batch([self.rows[i] for i in rows], self.labels[rows], widths[0])
 
     def objective(self) -> ClassificationLoss:
         return ClassificationLoss(self.model)
-
-    @property
-    def validates(self) -> bool:
-        return self.valid is not None
 
     def validate(self, autocast: Autocast) -> tuple[dict[str, Any], float]:
         order = np.argsort(self.valid.lengths(), kind="stable")

@@ -17,15 +17,14 @@ from aiayn.data.batching import MIN_ROWS, pad
 from aiayn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from aiayn.decoding.search import Sampling
 from aiayn.errors import InputError
-from aiayn.family.runs import FamilyRun, Rows, check_rows_fit, rows_of, train_family
+from aiayn.family.runs import FamilyRun, Rows, RowsTask, check_rows_fit, projected_nll, rows_of, train_family
 from aiayn.family.store import config_field, device_of, learn_tokenizer, load_weights, open_checkpoint, text_tokenizer
 from aiayn.files import check_output_dir
 from aiayn.model import ModelConfig
 from aiayn.model.family import LanguageModel
 from aiayn.training.config import TrainConfig
-from aiayn.training.loss import projected_label_smoothed_loss
 from aiayn.training.run import is_run
-from aiayn.training.task import Autocast, Task, TensorBatch
+from aiayn.training.task import Autocast, TensorBatch
 from aiayn.training.trainer import Trainer
 
 LM = "language-model"
@@ -45,13 +44,11 @@ class NextTokenLoss(nn.Module):
         self.model = model
 
     def forward(self, tokens: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
-        hidden = self.model.hidden_states(tokens[:, :-1]).flatten(0, 1).index_select(0, positions)
         target = tokens[:, 1:].flatten().index_select(0, positions)
-        nll, _ = projected_label_smoothed_loss(hidden, self.model.output_projection, target, 0.0)
-        return nll, nll.detach()
+        return projected_nll(self.model.hidden_states(tokens[:, :-1]), positions, self.model.output_projection, target)
 
 
-class LanguageModelTask(Task):
+class LanguageModelTask(RowsTask):
     """GPT's pre-training as a task of the training engine: rows <s> + subwords + </s>."""
 
     kind = LM
@@ -61,18 +58,11 @@ class LanguageModelTask(Task):
         self.rows, self.valid = rows_of(run.arrays, "train"), rows_of(run.arrays, "valid")
         self.max_length = run.options["max_length"]
 
-    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.rows.lengths(), np.zeros(len(self.rows), dtype=np.int64)
-
     def read(self, rows: np.ndarray, widths: tuple[int, int], where: tuple[int, int]) -> TensorBatch:
         return next_token_batch([self.rows[i] for i in rows], widths[0])
 
     def objective(self) -> NextTokenLoss:
         return NextTokenLoss(self.model)
-
-    @property
-    def validates(self) -> bool:
-        return self.valid is not None
 
     def validate(self, autocast: Autocast) -> tuple[dict[str, Any], float]:
         ppl = rows_perplexity(self.model, [self.valid[i] for i in range(len(self.valid))], autocast)

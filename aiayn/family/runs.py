@@ -29,6 +29,7 @@ from aiayn.files import building, check_output_dir, write_atomic
 from aiayn.model import ModelConfig
 from aiayn.training.config import TrainConfig
 from aiayn.training.distributed import Group
+from aiayn.training.loss import projected_label_smoothed_loss
 from aiayn.training.run import Metrics, is_run
 from aiayn.training.task import Autocast, Task, TensorBatch
 from aiayn.training.trainer import Trainer, create_together, run_task
@@ -143,6 +144,28 @@ def train_family(run: FamilyRun | Path, make_task: Callable[[FamilyRun], Task], 
                                             max_epochs=stopping.max_epochs, time_budget_s=stopping.time_budget_s)
     trainer = run_task(loaded.directory, loaded.config, group, resume, lambda: make_task(loaded))
     return trainer, loaded
+
+
+class RowsTask(Task):
+    """A task whose training rows are one sequence each, `self.rows` (batched by their lengths),
+    validated on `self.valid` rows where there are some."""
+
+    rows: Rows
+    valid: Rows | None = None
+
+    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.rows.lengths(), np.zeros(len(self.rows), dtype=np.int64)
+
+    @property
+    def validates(self) -> bool:
+        return self.valid is not None
+
+
+def projected_nll(hidden: Tensor, positions: Tensor, projection: nn.Linear, target: Tensor) -> tuple[Tensor, Tensor]:
+    """The summed NLL of `projection` at the `positions` (flat indices into hidden's [B, T]) against
+    `target`, without logits of the other positions: twice, the loss and the figure logged."""
+    nll, _ = projected_label_smoothed_loss(hidden.flatten(0, 1).index_select(0, positions), projection, target, 0.0)
+    return nll, nll.detach()
 
 
 class ClassificationLoss(nn.Module):
