@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import shutil
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -238,6 +239,8 @@ def average_checkpoints(paths: list[Path], out: Path) -> Path:
     """§6.1: a model whose weights are the mean of several checkpoints' weights."""
     if not paths:
         raise CheckpointError("no checkpoints to average")
+    if read_config(paths[0]).get("kind", TRANSLATOR) != TRANSLATOR:
+        return _average_weights(paths, out)
     model, tokenizer, config = load_checkpoint(paths[0])
 
     def others() -> Iterator[dict[str, torch.Tensor]]:
@@ -254,3 +257,32 @@ def average_checkpoints(paths: list[Path], out: Path) -> Path:
     if steps:
         extra["step"] = max(steps)
     return save_checkpoint(out, model, tokenizer, extra)
+
+
+def _average_weights(paths: list[Path], out: Path) -> Path:
+    """§6.1's average for a descendant's checkpoints (aiayn.model.family): their weights as stored,
+    averaged name by name, with the first one's config and vocabulary."""
+    config = read_config(paths[0])
+
+    def states() -> Iterator[dict[str, torch.Tensor]]:
+        for path in paths:
+            other = read_config(path)
+            if (other["model"], other.get("kind")) != (config["model"], config.get("kind")):
+                raise CheckpointError(f"{path}: model config differs from {paths[0]}; cannot average")
+            try:
+                yield load_file(str(path / "model.safetensors"))
+            except (SafetensorError, OSError) as error:
+                raise CheckpointError(f"{path / 'model.safetensors'}: missing or corrupt ({error})") from None
+
+    mean = mean_state(states())
+    extra = {"averaged_from": [str(p) for p in paths]}
+    steps = [step_of(p) for p in paths if STEP_DIR.match(p.name)]
+    if steps:
+        extra["step"] = max(steps)
+    with building(Path(out), owned=is_checkpoint) as partial:
+        save_file({k: v.contiguous() for k, v in mean.items()}, str(partial / "model.safetensors"),
+                  metadata={"format": "pt"})
+        _write_json(partial / "config.json", {**config, **extra})
+        if (paths[0] / "tokenizer.model").is_file():
+            shutil.copyfile(paths[0] / "tokenizer.model", partial / "tokenizer.model")
+    return Path(out)

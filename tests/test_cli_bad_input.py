@@ -161,7 +161,7 @@ CASES = [
     (["evaluate", *CHECKPOINT, "--src", "{w}/long.en", "--ref", "{w}/long.de", "--hyp", "{w}/long.en"], "also an input"),
     (["attention", *CHECKPOINT, "--src", "seven", "--out", "{w}/a.txt"], ".png"),
     (["plot", "{w}/run", "--out", "{w}/c.txt"], ".png"),
-    (["plot", "{w}/fields"], "train_nll"),
+    (["plot", "{w}/fields"], "no number for lr"),
     (["serve", *CHECKPOINT, "--host", "999.1.1.1"], "999.1.1.1"),
     (["serve", *CHECKPOINT, "--max-wait-ms", "1e308"], "--max-wait-ms"),
     (["params", "--preset", "huge"], "--preset"),

@@ -103,6 +103,13 @@ def _add_checkpoint_and_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
 
 
+# The kind of run each training verb makes (aiayn.family.kinds).
+KINDS = {"pretrain-mlm": "masked-lm", "train-classifier": "classifier", "train-lm": "language-model",
+         "train-vit": "vision-transformer"}
+# What a new run is made of: not taken with --resume (the run has its data and settings).
+DATA_FLAGS = ("text", "train", "valid", "init", "label_names")
+
+
 def _starting(args: argparse.Namespace, needed: str | None, validates: bool) -> bool:
     """Whether the verb starts a run (False: it resumed one, as --resume asked); a new run needs
     its data, the flag `needed`, and validation data to average validated states."""
@@ -110,9 +117,7 @@ def _starting(args: argparse.Namespace, needed: str | None, validates: bool) -> 
 
     check_device(args.device)
     if args.resume:
-        from aiayn.commands.translation import resume_any
-
-        resume_any(args)
+        _resume_of_this_kind(args)
         return False
     if needed and not getattr(args, needed.lstrip("-").replace("-", "_")):
         raise InputError(f"{needed}: give the training data (or --resume RUN to continue a run)")
@@ -120,6 +125,23 @@ def _starting(args: argparse.Namespace, needed: str | None, validates: bool) -> 
         raise InputError(f"--average-last {args.average_last}: nothing is validated to average"
                          + (" (give --valid)" if hasattr(args, "valid") else ""))
     return True
+
+
+def _resume_of_this_kind(args: argparse.Namespace) -> None:
+    """Go on with the run --resume names, which must be of the verb's kind; data flags are refused."""
+    from aiayn.checkpoint import read_config
+    from aiayn.commands.translation import resume_any
+
+    given = [name for name in DATA_FLAGS if getattr(args, name, None)]
+    if given:
+        raise InputError(f"--{given[0].replace('_', '-')}: not with --resume (the run keeps its own data)")
+    run = Path(args.resume)
+    task = read_config(run).get("task") if (run / "config.json").is_file() else None
+    found = task.get("kind") if isinstance(task, dict) else "translator"
+    if found != KINDS[args.verb]:
+        raise InputError(f"--resume {run}: a {found} run, not a {KINDS[args.verb]} one (`aiayn train --resume` "
+                         "goes on with a run of any kind)")
+    resume_any(args)
 
 
 def _model_config(args: argparse.Namespace, **defaults) -> ModelConfig:
@@ -138,8 +160,9 @@ def _pretrain_mlm(args: argparse.Namespace) -> int:
     form = TextForm(args.max_length, args.lowercase)
     trainer = pretrain_mlm(read_text(args.text), Path(args.out), model, config, args.vocab_size, form,
                            args.overwrite, args.mask_rate, args.pack)
-    print(f"pre-trained {trainer.position.step} steps in {trainer.position.train_seconds / 60:.1f} min; "
-          f"wrote {args.out}")
+    if trainer.group.is_main:
+        print(f"pre-trained {trainer.position.step} steps in {trainer.position.train_seconds / 60:.1f} min; "
+              f"wrote {args.out}")
     return 0
 
 
@@ -153,9 +176,11 @@ def _train_classifier(args: argparse.Namespace) -> int:
     config, model = training_config(args), _model_config(args)
     train, valid = read_labelled(args.train), read_labelled(args.valid) if args.valid else None
     names = [name.strip() for name in args.label_names.split(",")] if args.label_names else None
-    _, accuracy = train_classifier(train, valid, Path(args.out), model, config, args.init, names, args.vocab_size,
-                                   TextForm(args.max_length, args.lowercase), args.overwrite, pooling=args.pooling)
-    print(f"wrote {args.out}" + (f"; validation accuracy {100 * accuracy:.2f}%" if accuracy is not None else ""))
+    trainer, accuracy = train_classifier(train, valid, Path(args.out), model, config, args.init, names,
+                                         args.vocab_size, TextForm(args.max_length, args.lowercase), args.overwrite,
+                                         pooling=args.pooling)
+    if trainer.group.is_main:
+        print(f"wrote {args.out}" + (f"; validation accuracy {100 * accuracy:.2f}%" if accuracy is not None else ""))
     return 0
 
 
@@ -178,9 +203,10 @@ def _train_lm(args: argparse.Namespace) -> int:
 
     config, model = training_config(args), _model_config(args)
     valid = read_text(args.valid) if args.valid else None
-    _, ppl = train_lm(read_text(args.text), valid, Path(args.out), model, config, args.vocab_size, args.max_length,
-                      args.overwrite)
-    print(f"wrote {args.out}" + (f"; validation perplexity {ppl:.2f}" if ppl is not None else ""))
+    trainer, ppl = train_lm(read_text(args.text), valid, Path(args.out), model, config, args.vocab_size,
+                            args.max_length, args.overwrite)
+    if trainer.group.is_main:
+        print(f"wrote {args.out}" + (f"; validation perplexity {ppl:.2f}" if ppl is not None else ""))
     return 0
 
 
@@ -204,7 +230,8 @@ def _train_vit(args: argparse.Namespace) -> int:
         return 0
     from aiayn.family.vit import train_vit
 
-    _, accuracy = train_vit(Path(args.out), _model_config(args, **VIT_MODEL), training_config(args),
-                            overwrite=args.overwrite)
-    print(f"wrote {args.out}; test accuracy {100 * accuracy:.2f}%")
+    trainer, accuracy = train_vit(Path(args.out), _model_config(args, **VIT_MODEL), training_config(args),
+                                  overwrite=args.overwrite)
+    if trainer.group.is_main:
+        print(f"wrote {args.out}; test accuracy {100 * accuracy:.2f}%")
     return 0

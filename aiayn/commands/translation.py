@@ -122,6 +122,9 @@ def _training_data(args: argparse.Namespace) -> dict[str, str]:
                              f"--data {args.data} is already prepared")
         return {}
     if args.multi30k:
+        if args.train_src or args.train_tgt:
+            raise InputError(f"--multi30k {args.multi30k} (given or from the recipe) and --train-src/--train-tgt: "
+                             "give one corpus (a recipe's data can be replaced only by a recipe without it)")
         from aiayn.data.multi30k import split_path
 
         src_lang, _, tgt_lang = args.multi30k.partition("-")

@@ -261,7 +261,6 @@ class _EndedHypotheses:
                  for j in range(len(score[i])) if score[i][j] > float("-inf")][:n_best] for i in range(len(score))]
 
 
-@torch.inference_mode()
 @dataclass
 class _Beams:
     """A beam search's state, on the device: per sentence still in the batch, its k live
@@ -324,6 +323,7 @@ class _Beams:
         return beam_rows
 
 
+@torch.inference_mode()
 def beam_search(
     model: Transformer, src: Tensor, beam_size: int = 4, alpha: float = 0.6, n_best: int = 1,
     extra_length: int = EXTRA_OUTPUT_LENGTH, no_repeat_ngram_size: int = 0, use_cache: bool = True,

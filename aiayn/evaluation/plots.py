@@ -1,4 +1,5 @@
-"""Training curves as a picture: loss, learning rate and validation BLEU of a run."""
+"""Training curves as a picture: loss, learning rate and the validation score of a run of any kind
+(BLEU for a translator, accuracy for a classifier or ViT, perplexity for a language model)."""
 from __future__ import annotations
 
 import json
@@ -9,8 +10,11 @@ from matplotlib.figure import Figure  # no pyplot: drawing a file never switches
 from aiayn.errors import InputError
 
 
-TRAIN_FIELDS = ("step", "train_loss", "train_nll", "lr")
-VALID_FIELDS = ("step", "valid_nll", "valid_bleu")
+TRAIN_FIELDS = ("step", "train_loss", "lr")
+VALID_FIELDS = ("step", "valid_nll", "valid_bleu")  # a translator's validation record
+# The validation score each kind logs, and how to title it.
+SCORES = {"valid_bleu": "validation BLEU (greedy, sacreBLEU)", "valid_accuracy": "validation accuracy",
+          "valid_ppl": "validation perplexity"}
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -44,17 +48,20 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     valid = [r for r in records if "valid_loss" in r]
     figure = Figure(figsize=(15, 4))
     loss_axis, lr_axis, bleu_axis = figure.subplots(1, 3)
-    loss_axis.plot([r["step"] for r in train], [r["train_loss"] for r in train], label="train (label-smoothed)")
-    loss_axis.plot([r["step"] for r in train], [r["train_nll"] for r in train], label="train NLL", alpha=0.7)
+    loss_axis.plot([r["step"] for r in train], [r["train_loss"] for r in train], label="train loss")
+    if all("train_nll" in r for r in train):
+        loss_axis.plot([r["step"] for r in train], [r["train_nll"] for r in train], label="train NLL", alpha=0.7)
     if valid:
         loss_axis.plot([r["step"] for r in valid], [r["valid_nll"] for r in valid], "o-", label="validation NLL")
-    loss_axis.set(xlabel="step", ylabel="loss per target token", title="loss")
+    loss_axis.set(xlabel="step", ylabel="loss per item", title="loss")
     loss_axis.legend()
     lr_axis.plot([r["step"] for r in train], [r["lr"] for r in train])
     lr_axis.set(xlabel="step", ylabel="learning rate", title="learning rate (§5.3)")
-    if valid:
-        bleu_axis.plot([r["step"] for r in valid], [r["valid_bleu"] for r in valid], "o-")
-    bleu_axis.set(xlabel="step", ylabel="BLEU", title="validation BLEU (greedy, sacreBLEU)")
+    name = next((key for key in SCORES if any(key in r for r in records)), None)
+    if name:
+        scored = [r for r in records if isinstance(r.get(name), (int, float))]
+        bleu_axis.plot([r["step"] for r in scored], [r[name] for r in scored], "o-")
+    bleu_axis.set(xlabel="step", title=SCORES.get(name, "validation (none)"))
     for axis in (loss_axis, lr_axis, bleu_axis):
         axis.grid(alpha=0.3)
     figure.suptitle(str(Path(run_dir).name))

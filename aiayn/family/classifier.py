@@ -222,7 +222,11 @@ class MaskedLanguageModelTask(RowsTask):
         inputs, labels = mask_tokens(tokens, self.options["mask_id"], self.model.config.vocab_size, self.special,
                                      generator, self.options["mask_rate"])
         positions = (labels != IGNORED).flatten().nonzero().squeeze(1)
-        return TensorBatch((inputs, positions, labels.flatten()[positions]), positions.numel())
+        if not positions.numel():  # a batch of a few short rows drew no token: mask its first ordinary one
+            ordinary = (~torch.isin(tokens, self.special)).flatten().nonzero().squeeze(1)[:1]
+            inputs.view(-1)[ordinary] = self.options["mask_id"]
+            positions = ordinary
+        return TensorBatch((inputs, positions, tokens.flatten()[positions]), positions.numel())
 
     def objective(self) -> MaskedLanguageModelLoss:
         return MaskedLanguageModelLoss(self.model)
@@ -247,19 +251,20 @@ def pretrain_mlm(texts: list[str], out: Path, model_config: ModelConfig, config:
         if not isinstance(pack, int) or isinstance(pack, bool) or not 3 <= pack <= most:
             raise InputError(f"pack {pack!r}: must be a whole number from 3 to {most} (the batch's tokens"
                              + ("" if positions is None else " and the model's learned positions") + ")")
-    check_output_dir(out, "run", is_run, overwrite)
-    if form.lowercase:
-        texts = [t.lower() for t in texts]
-    tokenizer = learn_tokenizer(texts, vocab_size, config.seed, (MASK,))
-    rows = form.rows(tokenizer, texts)
-    rows = Rows.of(pack_sentences(rows, pack, config.seed) if pack is not None else rows)
-    check_rows_fit(rows, config.batch_tokens)
-    model_config = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, n_decoder_layers=0)
-    options = {"kind": MASKED_LM, "text_form": dataclasses.asdict(form), "mask_rate": mask_rate, "pack": pack,
-               "mask_id": tokenizer.processor.piece_to_id(MASK)}
-    trainer, _ = train_family(FamilyRun(out, model_config, config, options, tokenizer, rows.arrays("train")),
-                              MaskedLanguageModelTask, overwrite)
-    return trainer
+
+    def build() -> FamilyRun:
+        check_output_dir(out, "run", is_run, overwrite)
+        lines = [t.lower() for t in texts] if form.lowercase else texts
+        tokenizer = learn_tokenizer(lines, vocab_size, config.seed, (MASK,))
+        rows = form.rows(tokenizer, lines)
+        rows = Rows.of(pack_sentences(rows, pack, config.seed) if pack is not None else rows)
+        check_rows_fit(rows, config.batch_tokens)
+        encoder = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, n_decoder_layers=0)
+        options = {"kind": MASKED_LM, "text_form": dataclasses.asdict(form), "mask_rate": mask_rate, "pack": pack,
+                   "mask_id": tokenizer.processor.piece_to_id(MASK)}
+        return FamilyRun(out, encoder, config, options, tokenizer, rows.arrays("train"))
+
+    return train_family(out, config, MaskedLanguageModelTask, build, overwrite)
 
 
 class ClassifierTask(RowsTask):
@@ -315,26 +320,36 @@ def train_classifier(train: tuple[list[str], list[str]], valid: tuple[list[str],
     keeps) or train from scratch on labelled sentences, classifying the `pooling` vector (model.
     family.EncoderClassifier), into the run `out`, whose checkpoints/best has the best validation
     accuracy. Returns the trainer and that accuracy."""
-    check_output_dir(out, "run", is_run, overwrite)
     names, shown = _label_names(train[1], valid, label_names, pooling)
-    if init is not None:
-        directory, init_config, pretrained = open_checkpoint(init, MASKED_LM)
-        tokenizer = text_tokenizer(directory, pretrained.vocab_size)
-        form = TextForm.of(init_config, directory)
-        model_config = dataclasses.replace(pretrained, dropout=model_config.dropout)
-        init = str(directory.resolve())
-    else:
-        tokenizer = learn_tokenizer([t.lower() for t in train[0]] if form.lowercase else train[0], vocab_size,
-                                    config.seed, (MASK,))
-        model_config = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, n_decoder_layers=0)
-    arrays = _labelled_arrays("train", train, names, tokenizer, form, config.batch_tokens)
-    if valid is not None:
-        arrays |= _labelled_arrays("valid", valid, names, tokenizer, form, None)
-    options = {"kind": CLASSIFIER, "labels": shown, "pooling": pooling, "text_form": dataclasses.asdict(form),
-               "pretrained": init}
-    trainer, _ = train_family(FamilyRun(out, model_config, config, options, tokenizer, arrays), ClassifierTask,
-                              overwrite)
+
+    def build() -> FamilyRun:
+        check_output_dir(out, "run", is_run, overwrite)
+        pretrained = _pretrained(init, model_config)
+        tokenizer = pretrained[0] if pretrained else learn_tokenizer(
+            [t.lower() for t in train[0]] if form.lowercase else train[0], vocab_size, config.seed, (MASK,))
+        text_form = pretrained[1] if pretrained else form
+        encoder = pretrained[2] if pretrained else dataclasses.replace(
+            model_config, vocab_size=tokenizer.vocab_size, n_decoder_layers=0)
+        arrays = _labelled_arrays("train", train, names, tokenizer, text_form, config.batch_tokens)
+        if valid is not None:
+            arrays |= _labelled_arrays("valid", valid, names, tokenizer, text_form, None)
+        options = {"kind": CLASSIFIER, "labels": shown, "pooling": pooling,
+                   "text_form": dataclasses.asdict(text_form), "pretrained": pretrained[3] if pretrained else None}
+        return FamilyRun(out, encoder, config, options, tokenizer, arrays)
+
+    trainer = train_family(out, config, ClassifierTask, build, overwrite)
     return trainer, trainer.position.best_score
+
+
+def _pretrained(init: str | Path | None, model_config: ModelConfig
+                ) -> tuple[Tokenizer, TextForm, ModelConfig, str] | None:
+    """A `masked-lm` checkpoint's (or run's) vocabulary, text form, model config (with the
+    fine-tuning's dropout) and resolved path; None without `init`."""
+    if init is None:
+        return None
+    directory, init_config, pretrained = open_checkpoint(init, MASKED_LM)
+    return (text_tokenizer(directory, pretrained.vocab_size), TextForm.of(init_config, directory),
+            dataclasses.replace(pretrained, dropout=model_config.dropout), str(directory.resolve()))
 
 
 def _label_names(labels: list[str], valid: tuple[list[str], list[str]] | None, label_names: list[str] | None,

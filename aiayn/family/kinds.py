@@ -26,5 +26,5 @@ def resume_family(run: Path, stopping: TrainConfig | None) -> Trainer:
     """Go on with a descendant's run exactly where it stopped (`stopping`: new stopping rules)."""
     from aiayn.family.runs import load_family_run, train_family
 
-    trainer, _ = train_family(run, task_class(load_family_run(run).options["kind"]), stopping=stopping)
-    return trainer
+    stored = load_family_run(run)
+    return train_family(run, stored.config, task_class(stored.options["kind"]), stopping=stopping)

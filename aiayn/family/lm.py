@@ -107,14 +107,16 @@ def train_lm(texts: list[str], valid: list[str] | None, out: Path, model_config:
              vocab_size: int = 8000, max_length: int = 128, overwrite: bool = False) -> tuple[Trainer, float | None]:
     """Train on plain sentences; the run at `out` keeps the state of the lowest validation
     perplexity as checkpoints/best. Returns the trainer and that perplexity."""
-    check_output_dir(out, "run", is_run, overwrite)
-    tokenizer = learn_tokenizer(texts, vocab_size, config.seed)
-    rows = Rows.of(_rows(tokenizer, texts, max_length))
-    check_rows_fit(rows, config.batch_tokens)
-    arrays = rows.arrays("train") | (Rows.of(_rows(tokenizer, valid, max_length)).arrays("valid") if valid else {})
-    model_config = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, n_encoder_layers=0)
-    run = FamilyRun(out, model_config, config, {"kind": LM, "max_length": max_length}, tokenizer, arrays)
-    trainer, _ = train_family(run, LanguageModelTask, overwrite)
+    def build() -> FamilyRun:
+        check_output_dir(out, "run", is_run, overwrite)
+        tokenizer = learn_tokenizer(texts, vocab_size, config.seed)
+        rows = Rows.of(_rows(tokenizer, texts, max_length))
+        check_rows_fit(rows, config.batch_tokens)
+        arrays = rows.arrays("train") | (Rows.of(_rows(tokenizer, valid, max_length)).arrays("valid") if valid else {})
+        language_model = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, n_encoder_layers=0)
+        return FamilyRun(out, language_model, config, {"kind": LM, "max_length": max_length}, tokenizer, arrays)
+
+    trainer = train_family(out, config, LanguageModelTask, build, overwrite)
     best = trainer.position.best_score
     return trainer, -best if best is not None else None
 

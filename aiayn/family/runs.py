@@ -32,7 +32,8 @@ from aiayn.training.distributed import Group
 from aiayn.training.loss import projected_label_smoothed_loss
 from aiayn.training.run import Metrics, is_run
 from aiayn.training.task import Autocast, Task, TensorBatch
-from aiayn.training.trainer import Trainer, create_together, run_task
+from aiayn.runtime import check_device
+from aiayn.training.trainer import Trainer, create_together, run_task, with_stopping
 
 ROWS = Path("data") / "rows.npz"
 
@@ -90,7 +91,8 @@ class FamilyRun:
 
 def create_family_run(run: FamilyRun, overwrite: bool) -> None:
     """Write the run whole (a hidden folder renamed into place when complete); an earlier run at
-    the same place is replaced only with `overwrite`, anything else never."""
+    the same place is replaced only with `overwrite`, anything else never (checked again here:
+    the builder checked it before its work)."""
     check_output_dir(run.directory, "run", is_run, overwrite)
     with building(run.directory, owned=is_run if overwrite else None) as staged:
         if run.tokenizer is not None:
@@ -128,22 +130,35 @@ def load_family_run(directory: Path) -> FamilyRun:
     return FamilyRun(directory, model_config, config, options, tokenizer, arrays)
 
 
-def train_family(run: FamilyRun | Path, make_task: Callable[[FamilyRun], Task], overwrite: bool = False,
-                 stopping: TrainConfig | None = None) -> tuple[Trainer, FamilyRun]:
-    """Start the run `run` describes, or (given its directory) go on with it, `stopping` changing its
-    stopping rules; every process under torchrun calls this alike."""
-    resume = isinstance(run, Path)
-    config = load_family_run(run).config if resume else run.config
+def train_family(run: Path, config: TrainConfig, make_task: Callable[[FamilyRun], Task],
+                 build: Callable[[], FamilyRun] | None = None, overwrite: bool = False,
+                 stopping: TrainConfig | None = None) -> Trainer:
+    """Start the run `build` makes at `run` (process 0 builds it: checks, vocabulary, rows; the
+    others wait), or without `build` go on with the run there, `stopping` changing its stopping
+    rules; every process under torchrun calls this alike."""
+    check_device(config.device)
     group = Group.join(torch.device(config.device).type)
-    if not resume:
-        create_together(group, run.directory, config.device, lambda: create_family_run(run, overwrite))
-    loaded = load_family_run(run if resume else run.directory)
-    loaded.resuming = resume
-    if stopping is not None:  # only the stopping rules may change on resume
-        loaded.config = dataclasses.replace(loaded.config, max_steps=stopping.max_steps,
-                                            max_epochs=stopping.max_epochs, time_budget_s=stopping.time_budget_s)
-    trainer = run_task(loaded.directory, loaded.config, group, resume, lambda: make_task(loaded))
-    return trainer, loaded
+    if build is not None:
+        create_together(group, run, config.device, lambda: create_family_run(build(), overwrite))
+    loaded = load_family_run(run)
+    # From a checkpoint, a run's weights are its own; before the first, they start as a new run's.
+    loaded.resuming = build is None and bool(checkpoint.step_checkpoints(run))
+    if stopping is not None:
+        loaded.config = with_stopping(loaded.config, stopping)
+    return run_task(run, loaded.config, group, build is None, lambda: _task(make_task, loaded))
+
+
+def _task(make_task: Callable[[FamilyRun], Task], run: FamilyRun) -> Task:
+    """The run's task; InputError naming the run when its options or data are not the kind's."""
+    try:
+        task = make_task(run)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise InputError(f"{run.directory}: config.json's task or {ROWS} is not a {run.options['kind']} run's "
+                         f"({type(error).__name__}: {error})") from None
+    if task.tokenizer is not None and task.tokenizer.vocab_size != run.model_config.vocab_size:
+        raise InputError(f"{run.directory / 'tokenizer.model'}: {task.tokenizer.vocab_size} pieces, but the run's "
+                         f"model has vocab_size {run.model_config.vocab_size}")
+    return task
 
 
 class RowsTask(Task):

@@ -118,16 +118,20 @@ def train_vit(out: Path, model_config: ModelConfig, config: TrainConfig, image: 
     """Train on the digits' training split into the run `out` (batches of `config.batch_tokens`
     images), whose checkpoints/best has the best validation accuracy; returns the trainer and that
     checkpoint's accuracy on the test split (which chose nothing), also recorded in metrics.jsonl."""
-    check_output_dir(out, "run", is_run, overwrite)
     data = Digits.load()
-    arrays = {f"{split}.{part}": getattr(data, f"{split}_{part}").numpy()
-              for split in ("train", "valid", "test") for part in ("images", "labels")}
-    options = {"kind": VIT, "image": dataclasses.asdict(image), "classes": 10}
-    model_config = dataclasses.replace(model_config, n_decoder_layers=0)
-    trainer, run = train_family(FamilyRun(out, model_config, config, options, None, arrays), DigitsTask, overwrite)
+
+    def build() -> FamilyRun:
+        check_output_dir(out, "run", is_run, overwrite)
+        arrays = {f"{split}.{part}": getattr(data, f"{split}_{part}").numpy()
+                  for split in ("train", "valid", "test") for part in ("images", "labels")}
+        options = {"kind": VIT, "image": dataclasses.asdict(image), "classes": 10}
+        return FamilyRun(out, dataclasses.replace(model_config, n_decoder_layers=0), config, options, None, arrays)
+
+    trainer = train_family(out, config, DigitsTask, build, overwrite)
+    if not trainer.group.is_main:
+        return trainer, float("nan")  # process 0 scores the test split
     test_accuracy = accuracy(load_vit(out).eval(), data.test_images, data.test_labels)
-    if trainer.group.is_main:
-        Metrics(out).record(event="test", test_accuracy=test_accuracy, checkpoint=str(resolve_checkpoint(out)))
+    Metrics(out).record(event="test", test_accuracy=test_accuracy, checkpoint=str(resolve_checkpoint(out)))
     return trainer, test_accuracy
 
 

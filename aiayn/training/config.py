@@ -98,7 +98,7 @@ class Position:
     step: int = 0  # optimizer updates done
     epoch: int = 0  # epoch of the next batch
     batch: int = 0  # index of the next batch within that epoch (batches of all processes counted)
-    tokens: int = 0  # target tokens trained on (all processes)
+    tokens: int = 0  # items trained on, all processes (a translator's: target tokens)
     train_seconds: float = 0.0  # time in training steps so far
     valid_seconds: float = 0.0  # time in validation so far (process 0's)
     best_score: float | None = None  # the best validation score so far (BLEU for a translator)

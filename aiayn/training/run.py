@@ -108,9 +108,15 @@ def create_run(run_dir: Path, model_config: ModelConfig, config: TrainConfig, ov
                              "--valid-tgt to `aiayn prepare`")
         data = PreparedData(config.data)  # checks the folder before anything is written
         data.tokenizer()  # and its tokenizer against the manifest
+        if config.average_last > 1 and data.valid_text() is None:
+            raise InputError(f"--average-last {config.average_last}: nothing is validated to average ({config.data} "
+                             "has no validation set)")
         config.check_batch_fits(data.manifest["options"]["max_length"])
         config = dataclasses.replace(config, data=str(Path(config.data).resolve()))
     else:
+        if config.average_last > 1 and not config.valid_src:
+            raise InputError(f"--average-last {config.average_last}: nothing is validated to average (give "
+                             "--valid-src and --valid-tgt)")
         for path in filter(None, (config.train_src, config.train_tgt, config.valid_src, config.valid_tgt)):
             require_file(path)
     with building(run_dir, owned=is_run if overwrite else None) as staged:

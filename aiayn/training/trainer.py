@@ -4,7 +4,8 @@ data-parallel over several (aiayn.training.distributed).
 
 One optimizer update takes world_size x accumulate consecutive batches of the epoch's shuffled
 sequence (each process its own `accumulate`), sums their gradients and divides by their total
-target tokens, counted over all processes. So a run of 2 processes and a run of one process with
+items (a translator's target tokens; sentences, images or predicted tokens for the others),
+counted over all processes. So a run of 2 processes and a run of one process with
 `--accumulate 2` make the same updates. Process 0 alone validates, logs and writes checkpoints.
 """
 from __future__ import annotations
@@ -235,17 +236,17 @@ class Trainer:
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
 
-    def read_step(self, epoch: int, index: int) -> list[Batch]:
+    def read_step(self, epoch: int, index: int) -> list[Any]:
         """This process's share of the step's batches from (epoch, index) on: read from the
-        prepared data and collated (in pinned memory for a GPU). Runs ahead, on a reader thread."""
+        task's data and collated (in pinned memory for a GPU). Runs ahead, on a reader thread."""
         a, rank = self.config.accumulate, self.group.rank
         batches = self.stream.take(self.group.world_size * a, epoch, index)
         mine = [self.task.read(rows, widths, where) for rows, widths, where in batches[rank * a:(rank + 1) * a]]
         return [b.pin_memory() for b in mine] if self.device.type == "cuda" else mine
 
-    def train_step(self, batches: list[Batch]) -> torch.Tensor:
+    def train_step(self, batches: list[Any]) -> torch.Tensor:
         """One optimizer update over this process's batches of a step (see read_step). Returns,
-        summed over the processes: [smoothed loss, NLL, target tokens, seconds, non-finite flag],
+        summed over the processes: [loss, second figure, items, seconds, non-finite flag],
         on the device (reading it would wait for the device: the caller does that only when it logs).
         The loss and NLL are the task's two sums (aiayn.training.task), and tokens its items."""
         mine = [b.to(self.device, non_blocking=True) for b in batches]
@@ -420,7 +421,7 @@ class Trainer:
         """A log record of the steps since the last (read from the device), and the progress line."""
         p, task = self.position, self.task
         loss, second, items, seconds, _ = window.tolist()
-        seconds /= self.group.world_size
+        seconds, items = seconds / self.group.world_size, max(items, 1.0)  # a window of no item logs zeros
         record = dict(step=p.step, epoch=round(self._epoch_progress(), 3), train_loss=loss / items)
         if task.second == "nll":
             record.update(train_nll=second / items, train_ppl=math.exp(min(second / items, 50.0)))
@@ -510,9 +511,8 @@ def train(run_dir: str | Path, model_config: ModelConfig | None = None, config: 
         stopping = config
         tokenizer, model_config, config = load_run(run_dir, data)
         check_device(config.device)
-        if stopping is not None:  # only the stopping rules may change on resume
-            config = dataclasses.replace(config, max_steps=stopping.max_steps, max_epochs=stopping.max_epochs,
-                                         time_budget_s=stopping.time_budget_s)
+        if stopping is not None:
+            config = with_stopping(config, stopping)
         group = Group.join(torch.device(config.device).type)
     else:
         if model_config is None or config is None:
@@ -524,6 +524,12 @@ def train(run_dir: str | Path, model_config: ModelConfig | None = None, config: 
     prepared = data_dir(run_dir, config)
     return run_task(run_dir, config, group, resume, lambda: TranslationTask(
         Transformer(model_config), tokenizer, PreparedData(prepared), config))
+
+
+def with_stopping(config: TrainConfig, stopping: TrainConfig) -> TrainConfig:
+    """A resumed run's config with new stopping rules (only they may change on resume)."""
+    return dataclasses.replace(config, max_steps=stopping.max_steps, max_epochs=stopping.max_epochs,
+                               time_budget_s=stopping.time_budget_s)
 
 
 def run_task(run_dir: Path, config: TrainConfig, group: Group, resume: bool, make_task: Callable[[], Task]) -> Trainer:
