@@ -105,23 +105,39 @@ def load_tokenizer(path: Path) -> Tokenizer:
         raise CheckpointError(f"{path}: missing or corrupt ({error})") from None
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[Transformer, AnyTokenizer, dict[str, Any]]:
-    """Model (in eval mode), tokenizer and config of a checkpoint directory or a run directory."""
-    directory = resolve_checkpoint(path)
+def kind_of(path: str | Path) -> str:
+    """The kind of model a checkpoint (or run directory) holds; translators' configs name none."""
+    return read_config(resolve_checkpoint(path)).get("kind", TRANSLATOR)
+
+
+def open_checkpoint(path: str | Path, kind: str, announce: bool = False) -> tuple[Path, dict[str, Any], ModelConfig]:
+    """A checkpoint of `kind` (or a run directory's, as resolve_checkpoint picks it): its directory,
+    its config and its ModelConfig; CheckpointError naming the file else."""
+    directory = resolve_checkpoint(path, announce=announce)
     config = read_config(directory)
-    kind = config.get("kind", TRANSLATOR)
-    if kind != TRANSLATOR:
-        raise CheckpointError(f"{directory / 'config.json'}: a {kind} checkpoint, not a translator")
-    model_config = model_config_of(config, directory / "config.json")
-    try:
-        tokenizer = load_tokenizer_files(directory)
-    except (OSError, RuntimeError, ValueError) as error:
-        raise CheckpointError(f"{directory}: tokenizer missing or corrupt ({error})") from None
+    found = config.get("kind", TRANSLATOR)
+    if found != kind:
+        raise CheckpointError(f"{directory / 'config.json'}: a {found} checkpoint, not a {kind}")
+    return directory, config, model_config_of(config, directory / "config.json")
+
+
+def check_vocabulary(tokenizer: AnyTokenizer, model_config: ModelConfig, directory: Path) -> None:
+    """The tokenizer must be the model's: as many pieces as its vocabulary."""
     if tokenizer.vocab_size != model_config.vocab_size:
         vocabulary = "tokenizer.model" if isinstance(tokenizer, Tokenizer) else "vocab.json"
         raise CheckpointError(f"{directory / vocabulary}: {tokenizer.vocab_size} pieces, but "
                               f"{directory / 'config.json'} says vocab_size {model_config.vocab_size}; "
                               "the tokenizer does not belong to this model")
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[Transformer, AnyTokenizer, dict[str, Any]]:
+    """Model (in eval mode), tokenizer and config of a translator's checkpoint or run directory."""
+    directory, config, model_config = open_checkpoint(path, TRANSLATOR)
+    try:
+        tokenizer = load_tokenizer_files(directory)
+    except (OSError, RuntimeError, ValueError) as error:
+        raise CheckpointError(f"{directory}: tokenizer missing or corrupt ({error})") from None
+    check_vocabulary(tokenizer, model_config, directory)
     return load_weights(Transformer(model_config), directory).to(device), tokenizer, config
 
 

@@ -127,17 +127,20 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _attention(args: argparse.Namespace) -> int:
-    from aiayn.checkpoint import model_config_of, read_config, resolve_checkpoint
-    from aiayn.evaluation.attention_plot import check_map_choice, draw_all_heads, draw_attention
-    from aiayn.family.store import TRANSLATOR, kind_of
-    from aiayn.family.vit import VIT
+    from aiayn.checkpoint import kind_of
 
     out = output_file(args.out, "--out", suffixes=PICTURES)
+    drawers = {"translator": _text_attention, "vision-transformer": _image_attention}
     kind = kind_of(args.checkpoint)
-    if kind == VIT:
-        return _image_attention(args, out)
-    if kind != TRANSLATOR:
+    if kind not in drawers:
         raise InputError(f"{args.checkpoint}: a {kind} checkpoint; aiayn attention draws translators and ViTs")
+    return drawers[kind](args, out)
+
+
+def _text_attention(args: argparse.Namespace, out: Path) -> int:
+    from aiayn.checkpoint import model_config_of, read_config, resolve_checkpoint
+    from aiayn.evaluation.attention_plot import check_map_choice, draw_all_heads, draw_attention
+
     if args.src is None:
         raise InputError("--src: give the source sentence whose attention to draw")
     directory = resolve_checkpoint(args.checkpoint)

@@ -171,15 +171,23 @@ def greedy_search(
     step with sampling or n-gram bans, which read each step's tokens anyway). Past `deadline`
     (time.monotonic()), DecodingTimeout is raised between two steps.
     """
-    config = model.config
     decoder = _Decoder(model, src, use_cache)
     limits = max_output_lengths(decoder.src_mask, extra_length, model.position_limit)
-    every = 1 if sampling or no_repeat_ngram_size else host_check_interval(src.device, sync_every)
-    n = src.size(0)
-    tokens = torch.full((n, read_back(limits.max())), config.pad_id, dtype=torch.long, device=src.device)
-    rows = torch.arange(n, device=src.device)  # the sentence of each row still in the batch
-    finished = torch.zeros(n, dtype=torch.bool, device=src.device)
-    last = torch.full((n,), config.bos_id, dtype=torch.long, device=src.device)
+    return greedy_steps(decoder, model.config, limits, no_repeat_ngram_size, sampling, deadline, sync_every)
+
+
+def greedy_steps(decoder: Any, config: Any, limits: Tensor, no_repeat_ngram_size: int = 0,
+                 sampling: Sampling | None = None, deadline: float | None = None,
+                 sync_every: int | None = None) -> list[list[int]]:
+    """greedy_search's loop over any decoder (`step(last tokens)` -> log-probabilities [rows, vocab],
+    `select(rows, sentences)`): a translator's, or a language model's (aiayn.family.lm); `limits`:
+    the most tokens of each row."""
+    device, n = limits.device, limits.size(0)
+    every = 1 if sampling or no_repeat_ngram_size else host_check_interval(device, sync_every)
+    tokens = torch.full((n, read_back(limits.max())), config.pad_id, dtype=torch.long, device=device)
+    rows = torch.arange(n, device=device)  # the sentence of each row still in the batch
+    finished = torch.zeros(n, dtype=torch.bool, device=device)
+    last = torch.full((n,), config.bos_id, dtype=torch.long, device=device)
     for step in range(1, tokens.size(1) + 1):
         check_deadline(deadline)
         log_probs = decoder.step(last)
@@ -196,7 +204,7 @@ def greedy_search(
             if not any(going):
                 break
             if not all(going):
-                keep, _ = split_rows(going, src.device)
+                keep, _ = split_rows(going, device)
                 rows, limits, finished, last = rows[keep], limits[keep], finished[keep], last[keep]
                 decoder.select(keep, keep)
     return first_stop(read_back(tokens), {config.eos_id, config.pad_id})

@@ -144,7 +144,7 @@ class TextClassifier:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", announce: bool = False) -> "TextClassifier":
         directory, config, model_config = open_checkpoint(path, CLASSIFIER, announce)
-        tokenizer = text_tokenizer(directory, model_config.vocab_size)
+        tokenizer = text_tokenizer(directory, model_config)
         labels = config_field(config, "labels", list, directory)
         if len(labels) < 2:
             raise checkpoint.CheckpointError(f"{directory / 'config.json'}: field 'labels' names fewer than 2 labels")
@@ -348,7 +348,7 @@ def _pretrained(init: str | Path | None, model_config: ModelConfig
     if init is None:
         return None
     directory, init_config, pretrained = open_checkpoint(init, MASKED_LM)
-    return (text_tokenizer(directory, pretrained.vocab_size), TextForm.of(init_config, directory),
+    return (text_tokenizer(directory, pretrained), TextForm.of(init_config, directory),
             dataclasses.replace(pretrained, dropout=model_config.dropout), str(directory.resolve()))
 
 

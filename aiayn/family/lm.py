@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from aiayn.data.batching import MIN_ROWS, pad
 from aiayn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
-from aiayn.decoding.search import Sampling
+from aiayn.decoding.search import Sampling, greedy_steps
 from aiayn.errors import InputError
 from aiayn.family.runs import FamilyRun, Rows, RowsTask, check_rows_fit, projected_nll, rows_of, train_family
 from aiayn.family.store import config_field, device_of, learn_tokenizer, load_weights, open_checkpoint, text_tokenizer
@@ -121,6 +121,31 @@ def train_lm(texts: list[str], valid: list[str] | None, out: Path, model_config:
     return trainer, -best if best is not None else None
 
 
+class PromptDecoder:
+    """A language model's next-token log-probabilities, one step at a time (the decoder interface of
+    aiayn.decoding.search): the first step reads the whole prompt, each later one the new token
+    (with the cache), or the whole text so far (without)."""
+
+    def __init__(self, model: LanguageModel, prompt: Tensor, use_cache: bool):
+        self.model, self.text = model, prompt
+        self.cache = model.new_cache() if use_cache else None
+        self.first = True
+
+    def step(self, new_tokens: Tensor) -> Tensor:
+        if not self.first:
+            self.text = torch.cat([self.text, new_tokens[:, None]], dim=1)
+        feed = self.text[:, -1:] if self.cache is not None and not self.first else self.text
+        self.first = False
+        log_probs = self.model(feed, self.cache)[:, -1].float().log_softmax(dim=-1)
+        log_probs[:, [PAD_ID, BOS_ID]] = float("-inf")  # never outputs
+        return log_probs
+
+    def select(self, rows: Tensor, sentences: Tensor | None = None) -> None:
+        self.text = self.text.index_select(0, rows)
+        if self.cache is not None:
+            self.cache.select(rows, sentences)
+
+
 @dataclasses.dataclass
 class TextGenerator:
     model: LanguageModel
@@ -130,7 +155,7 @@ class TextGenerator:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", announce: bool = False) -> "TextGenerator":
         directory, config, model_config = open_checkpoint(path, LM, announce)
-        tokenizer = text_tokenizer(directory, model_config.vocab_size)
+        tokenizer = text_tokenizer(directory, model_config)
         max_length = config_field(config, "max_length", int, directory, minimum=3)
         return cls(load_weights(LanguageModel(model_config), directory).to(device), tokenizer, max_length)
 
@@ -138,25 +163,17 @@ class TextGenerator:
     def generate_ids(self, prompt: list[int], max_new_tokens: int = 50, sampling: Sampling | None = None,
                      use_cache: bool = True) -> list[int]:
         """Continue <s> + prompt until </s> or max_new_tokens: the most probable token each step,
-        or a sampled one. With the cache, each new token costs one step of the decoder."""
+        or a sampled one, by the translator's decoding loop (aiayn.decoding.search.greedy_steps).
+        With the cache, each new token costs one step of the decoder."""
         limit = self.model.position_limit
         if limit is not None:
             max_new_tokens = min(max_new_tokens, limit - 1 - len(prompt))
-        context = torch.tensor([[BOS_ID] + prompt], device=device_of(self.model))
-        cache = self.model.new_cache() if use_cache else None
-        new: list[int] = []
-        feed = context
-        for _ in range(max(max_new_tokens, 0)):
-            logits = self.model(feed, cache)[:, -1].float()
-            log_probs = logits.log_softmax(dim=-1)
-            log_probs[:, [PAD_ID, BOS_ID]] = float("-inf")
-            token = int(sampling.pick(log_probs)[0] if sampling else log_probs.argmax(dim=-1)[0])
-            if token == EOS_ID:
-                break
-            new.append(token)
-            step = torch.tensor([[token]], device=context.device)
-            feed = step if use_cache else torch.cat([feed, step], dim=1)
-        return new
+        if max_new_tokens < 1:
+            return []
+        device = device_of(self.model)
+        decoder = PromptDecoder(self.model, torch.tensor([[BOS_ID] + prompt], device=device), use_cache)
+        return greedy_steps(decoder, self.model.config, torch.tensor([max_new_tokens], device=device),
+                            sampling=sampling)[0]
 
     def generate(self, prompt: str, max_new_tokens: int = 50, sampling: Sampling | None = None) -> str:
         """The prompt and its continuation, as raw text."""

@@ -1,5 +1,6 @@
-"""Checkpoints of the Transformer's descendants: the translator's layout (model.safetensors,
-config.json, tokenizer.model), with config.json naming the `kind` and what the kind needs."""
+"""What the descendants' checkpoints need beyond the store of aiayn.checkpoint (which opens a
+checkpoint of a kind and checks its vocabulary): their config's fields, and a vocabulary learned
+on text."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,35 +9,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from aiayn.checkpoint import (
-    TRANSLATOR,
-    CheckpointError,
-    load_tokenizer,
-    load_weights,
-    model_config_of,
-    read_config,
-    resolve_checkpoint,
-)
+from aiayn.checkpoint import CheckpointError, check_vocabulary, load_tokenizer, load_weights, open_checkpoint
 from aiayn.data.tokenizer import Tokenizer
 from aiayn.errors import InputError
+from aiayn.model import ModelConfig
 
-__all__ = ["TRANSLATOR", "config_field", "device_of", "kind_of", "learn_tokenizer", "load_weights", "open_checkpoint",
-           "text_tokenizer"]
-
-
-def kind_of(path: str | Path) -> str:
-    """The kind of model a checkpoint (or run directory) holds; translators' configs name none."""
-    return read_config(resolve_checkpoint(path)).get("kind", TRANSLATOR)
-
-
-def open_checkpoint(path: str | Path, kind: str, announce: bool = False) -> tuple[Path, dict[str, Any], Any]:
-    """A checkpoint of `kind`: its directory, its config and its ModelConfig; CheckpointError else."""
-    directory = resolve_checkpoint(path, announce=announce)
-    config = read_config(directory)
-    found = config.get("kind", TRANSLATOR)
-    if found != kind:
-        raise CheckpointError(f"{directory / 'config.json'}: a {found} checkpoint, not a {kind}")
-    return directory, config, model_config_of(config, directory / "config.json")
+__all__ = ["config_field", "device_of", "learn_tokenizer", "load_weights", "open_checkpoint", "text_tokenizer"]
 
 
 def config_field(config: dict[str, Any], name: str, kind: type, directory: Path, minimum: int | None = None) -> Any:
@@ -58,11 +36,10 @@ def learn_tokenizer(texts: list[str], vocab_size: int, seed: int, symbols: tuple
                          f"({(str(error).strip().splitlines() or ['?'])[-1]})") from None
 
 
-def text_tokenizer(directory: Path, vocab_size: int) -> Tokenizer:
+def text_tokenizer(directory: Path, model_config: ModelConfig) -> Tokenizer:
+    """A descendant's vocabulary, which must be its model's."""
     tokenizer = load_tokenizer(directory / "tokenizer.model")
-    if tokenizer.vocab_size != vocab_size:
-        raise CheckpointError(f"{directory / 'tokenizer.model'}: {tokenizer.vocab_size} pieces, but "
-                              f"{directory / 'config.json'} says vocab_size {vocab_size}")
+    check_vocabulary(tokenizer, model_config, directory)
     return tokenizer
 
 

@@ -23,11 +23,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from aiayn.checkpoint import TRANSLATOR, kind_of
 from aiayn.decoding.search import DecodingTimeout
 from aiayn.decoding.translator import Translator
 from aiayn.errors import InputError
 from aiayn.family.classifier import CLASSIFIER, TextClassifier
-from aiayn.family.store import TRANSLATOR, kind_of
 from aiayn.model import Transformer, parameter_counts
 from aiayn.serving.batcher import DynamicBatcher, ModelThread
 
@@ -314,6 +314,23 @@ def check_address(host: str, port: int) -> None:
         raise InputError(f"--host {host} --port {port}: cannot listen there ({error})") from None
 
 
+def _translator_app(path: Path, name: str, device: str, bf16: bool, int8: bool, max_wait_ms: float,
+                    max_batch_tokens: int, limits: ServiceLimits) -> FastAPI:
+    translator = Translator.from_checkpoint(path, device=device, bf16=bf16, int8=int8)
+    return create_app(translator, name, str(path), max_wait_ms, max_batch_tokens, limits)
+
+
+def _classifier_app(path: Path, name: str, device: str, bf16: bool, int8: bool, max_wait_ms: float,
+                    max_batch_tokens: int, limits: ServiceLimits) -> FastAPI:
+    if bf16 or int8:
+        raise InputError(f"{path}: --bf16 and --int8 are for translators; a classifier is served in float32")
+    return create_classifier_app(TextClassifier.from_checkpoint(path, device), name, str(path), limits)
+
+
+# The kinds of checkpoint the server serves (aiayn.checkpoint.kind_of), and how.
+APPS = {TRANSLATOR: _translator_app, CLASSIFIER: _classifier_app}
+
+
 def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, max_wait_ms: float = 5.0,
           max_batch_tokens: int = 4000, device: str = "cpu", bf16: bool = False,
           limits: ServiceLimits = LIMITS, int8: bool = False) -> None:
@@ -325,13 +342,7 @@ def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, max_wait_m
     path = resolve_checkpoint(checkpoint, announce=True)
     name = Path(checkpoint).resolve().name
     kind = kind_of(path)
-    if kind == CLASSIFIER:
-        if bf16 or int8:
-            raise InputError(f"{path}: --bf16 and --int8 are for translators; a classifier is served in float32")
-        app = create_classifier_app(TextClassifier.from_checkpoint(path, device), name, str(path), limits)
-    elif kind == TRANSLATOR:
-        translator = Translator.from_checkpoint(path, device=device, bf16=bf16, int8=int8)
-        app = create_app(translator, name, str(path), max_wait_ms, max_batch_tokens, limits)
-    else:
-        raise InputError(f"{path}: a {kind} checkpoint; aiayn serve takes translators and classifiers")
+    if kind not in APPS:
+        raise InputError(f"{path}: a {kind} checkpoint; aiayn serve takes {' and '.join(APPS)}s")
+    app = APPS[kind](path, name, device, bf16, int8, max_wait_ms, max_batch_tokens, limits)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=30)
