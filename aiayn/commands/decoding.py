@@ -28,6 +28,8 @@ def add_evaluate(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--ref", required=True)
     p.add_argument("--hyp", help="also write the translations to this file")
     p.add_argument("--lang", help="target language for the Moses tokeniser (default: the checkpoint's)")
+    p.add_argument("--compound-split-bleu", action="store_true",
+                   help="also the paper's WMT14 BLEU: Moses-tokenised, cased, hyphenated compounds split")
     p.set_defaults(run=_evaluate)
 
 
@@ -104,7 +106,7 @@ def _translate(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from aiayn.data.corpus import read_parallel
-    from aiayn.evaluation.bleu import bleu, chrf, tokenized_lowercased_bleu
+    from aiayn.evaluation.bleu import bleu, chrf, compound_split_bleu, tokenized_lowercased_bleu
     from aiayn.files import write_output
 
     hyp = output_file(args.hyp, "--hyp", (args.src, args.ref))
@@ -123,6 +125,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     tokenized = tokenized_lowercased_bleu(hypotheses, references, lang)
     print(f"BLEU {tokenized.score:.2f} on Moses-tokenised, lowercased text (as in Multi30k papers; "
           f"not comparable with sacreBLEU)")
+    if args.compound_split_bleu:
+        split = compound_split_bleu(hypotheses, references, lang)
+        print(f"BLEU {split.score:.2f} on Moses-tokenised text with hyphenated compounds split (the paper's "
+              f"WMT14 figures; not comparable with sacreBLEU)")
     return 0
 
 
