@@ -1,7 +1,7 @@
 """The `aiayn` command line: it parses arguments and dispatches to the package; no work is done here.
 
 Each verb group declares its arguments and holds its handler in aiayn.commands: translation (demo,
-prepare, train, average, plot), decoding (translate, evaluate, attention, serve), interop (export,
+download, prepare, train, average, plot), decoding (translate, evaluate, attention, serve), interop (export,
 import), family (pretrain-mlm, train-classifier, classify, train-lm, generate, train-vit), info
 (params); the options several verbs share are in aiayn.commands.options, recipes (`--config
 FILE.toml`) in aiayn.commands.recipes."""
@@ -16,10 +16,11 @@ from aiayn.commands.recipes import apply_recipe, config_path
 from aiayn.errors import InputError
 
 # The verbs in the order `aiayn --help` lists them.
-VERBS = (translation.add_demo, translation.add_prepare, translation.add_train, decoding.add_translate,
-         decoding.add_evaluate, decoding.add_attention, decoding.add_serve, interop.add_export, interop.add_import,
-         family.add_pretrain_mlm, family.add_train_classifier, family.add_classify, family.add_train_lm,
-         family.add_generate, family.add_train_vit, translation.add_average, translation.add_plot, info.add_params)
+VERBS = (translation.add_demo, translation.add_download, translation.add_prepare, translation.add_train,
+         decoding.add_translate, decoding.add_evaluate, decoding.add_attention, decoding.add_serve,
+         interop.add_export, interop.add_import, family.add_pretrain_mlm, family.add_train_classifier,
+         family.add_classify, family.add_train_lm, family.add_generate, family.add_train_vit,
+         translation.add_average, translation.add_plot, info.add_params)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""Making a translator: demo, prepare, train (§5), average (§6.1) and plot."""
+"""Making a translator: demo, download, prepare, train (§5), average (§6.1) and plot."""
 from __future__ import annotations
 
 import argparse
@@ -35,6 +35,16 @@ def add_prepare(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=SEED, default=1, help="for the vocabulary's sample")
     p.add_argument("--overwrite", action="store_true", help="replace data prepared from other inputs in --out")
     p.set_defaults(run=_prepare)
+
+
+def add_download(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("download", help="download the paper's WMT14 English-German data (§5.1) as plain text")
+    p.add_argument("corpus", choices=["wmt14-en-de"])
+    p.add_argument("--out", required=True, help="folder to write (new or empty): train.{en,de}, newstest2013.{en,de}, "
+                   "newstest2014.{en,de}")
+    p.add_argument("--archives", help="where the downloaded archives are kept, or already are (default: the cache)")
+    p.add_argument("--overwrite", action="store_true", help="replace what an earlier download wrote in --out")
+    p.set_defaults(run=_download)
 
 
 def add_train(verbs: argparse._SubParsersAction) -> None:
@@ -148,6 +158,13 @@ def _prepare(args: argparse.Namespace) -> int:
     options = PrepareOptions(args.vocab_size or defaults.vocab_size, args.max_length or defaults.max_length,
                              args.sample_sentences or defaults.sample_sentences, args.seed, args.workers)
     prepare(args.out, args.train_src, args.train_tgt, args.valid_src, args.valid_tgt, options, args.overwrite)
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from aiayn.data.wmt14 import fetch
+
+    fetch(args.out, args.archives, args.overwrite)
     return 0
 
 
