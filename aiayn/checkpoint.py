@@ -31,11 +31,10 @@ from aiayn.data.marian_vocab import AnyTokenizer, load_tokenizer_files, save_tok
 from aiayn.data.tokenizer import Tokenizer
 from aiayn.errors import InputError
 from aiayn.files import building, holds_only, read_json_object, recover_hidden, remove_tree
+from aiayn.kinds import TRANSLATOR, Kind, kind_named
 from aiayn.model import ModelConfig, Transformer
 
 M = TypeVar("M", bound=torch.nn.Module)
-TRANSLATOR = "translator"  # the kind of model config.json names (translators' configs may name none)
-
 STEP_DIR = re.compile(r"^step_(\d+)$")
 AVERAGE_DIR, BEST_DIR = "average", "best"
 
@@ -105,9 +104,18 @@ def load_tokenizer(path: Path) -> Tokenizer:
         raise CheckpointError(f"{path}: missing or corrupt ({error})") from None
 
 
-def kind_of(path: str | Path) -> str:
-    """The kind of model a checkpoint (or run directory) holds; translators' configs name none."""
-    return read_config(resolve_checkpoint(path)).get("kind", TRANSLATOR)
+def kind_of(path: str | Path) -> Kind:
+    """The registered kind (aiayn.kinds) of the model a checkpoint (or run directory) holds;
+    translators' configs name none. CheckpointError naming config.json for any other value."""
+    directory = resolve_checkpoint(path)
+    return _kind_in(read_config(directory), directory)
+
+
+def _kind_in(config: dict[str, Any], directory: Path) -> Kind:
+    try:
+        return kind_named(config.get("kind", TRANSLATOR), str(directory / "config.json"))
+    except InputError as error:
+        raise CheckpointError(str(error)) from None
 
 
 def open_checkpoint(path: str | Path, kind: str, announce: bool = False) -> tuple[Path, dict[str, Any], ModelConfig]:
@@ -115,7 +123,7 @@ def open_checkpoint(path: str | Path, kind: str, announce: bool = False) -> tupl
     its config and its ModelConfig; CheckpointError naming the file else."""
     directory = resolve_checkpoint(path, announce=announce)
     config = read_config(directory)
-    found = config.get("kind", TRANSLATOR)
+    found = _kind_in(config, directory).name
     if found != kind:
         raise CheckpointError(f"{directory / 'config.json'}: a {found} checkpoint, not a {kind}")
     return directory, config, model_config_of(config, directory / "config.json")
@@ -255,7 +263,7 @@ def average_checkpoints(paths: list[Path], out: Path) -> Path:
     """§6.1: a model whose weights are the mean of several checkpoints' weights."""
     if not paths:
         raise CheckpointError("no checkpoints to average")
-    if read_config(paths[0]).get("kind", TRANSLATOR) != TRANSLATOR:
+    if not _kind_in(read_config(paths[0]), paths[0]).averaged_as_model:
         return _average_weights(paths, out)
     model, tokenizer, config = load_checkpoint(paths[0])
 
@@ -283,7 +291,7 @@ def _average_weights(paths: list[Path], out: Path) -> Path:
     def states() -> Iterator[dict[str, torch.Tensor]]:
         for path in paths:
             other = read_config(path)
-            if (other["model"], other.get("kind")) != (config["model"], config.get("kind")):
+            if (other.get("model"), other.get("kind")) != (config.get("model"), config.get("kind")):
                 raise CheckpointError(f"{path}: model config differs from {paths[0]}; cannot average")
             try:
                 yield load_file(str(path / "model.safetensors"))

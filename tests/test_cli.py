@@ -24,7 +24,7 @@ def test_help_lists_the_verbs() -> None:
     assert "params" in result.stdout
 
 
-VERBS = ["demo", "prepare", "train", "translate", "evaluate", "attention", "serve", "export", "import", "pretrain-mlm",
+VERBS = ["demo", "download", "prepare", "train", "translate", "evaluate", "attention", "serve", "export", "import", "pretrain-mlm",
          "train-classifier", "classify", "train-lm", "generate", "train-vit", "average", "plot", "params"]
 
 

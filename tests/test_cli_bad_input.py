@@ -53,6 +53,10 @@ def workspace(trained_run: Path, number_corpus: dict[str, Path], tmp_path_factor
     shutil.copytree(last, mismatched)
     lines = number_corpus["train_en"].read_text().splitlines()
     Tokenizer.train(lines, 280).save(mismatched / "tokenizer.model")
+    odd_kind = root / "odd_kind"
+    shutil.copytree(last, odd_kind)
+    stored = json.loads((odd_kind / "config.json").read_text())
+    (odd_kind / "config.json").write_text(json.dumps({**stored, "kind": ["translator"]}))
     no_tokenizer = root / "no_tokenizer"
     shutil.copytree(run, no_tokenizer)
     (no_tokenizer / "tokenizer.model").unlink()
@@ -110,6 +114,11 @@ CASES = [
     (["evaluate", *CHECKPOINT, "--src", "{w}/three.en", "--ref", "{w}/two.de"], "two.de"),
     (["evaluate", *CHECKPOINT, "--src", "{w}/missing.en", "--ref", "{w}/two.de"], "missing.en"),
     (["evaluate", *CHECKPOINT, "--src", "{w}/empty.en", "--ref", "{w}/empty.de"], "empty.en"),
+    (["evaluate", *CHECKPOINT, "--src", "{w}/long.en", "--ref", "{w}/long.de", "--beam", "1", "--alphas", "1"], "--alphas"),
+    (["evaluate", *CHECKPOINT, "--src", "{w}/long.en", "--ref", "{w}/long.de", "--alphas", "-1"], "--alphas"),
+    (["download", "wmt14-en-de", "--out", "{w}/mine"], "mine"),
+    (["download", "wmt14-en-de", "--out", "{w}/a_file"], "a_file"),
+    (["download", "wmt14-en-de", "--out", "{w}/new", "--archives", "{w}/new/archives"], "--archives"),
     (["evaluate", *CHECKPOINT, "--src", "{w}/long.en", "--ref", "{w}/long.de", "--hyp", "{w}/mine"], "--hyp"),
     (["evaluate", "--checkpoint", "{w}/truncated", "--src", "{w}/long.en", "--ref", "{w}/long.de"], "model.safetensors"),
     (["attention", *CHECKPOINT, "--src", "seven", "--out", "{w}/a.png", "--layer", "2"], "--layer"),
@@ -121,6 +130,10 @@ CASES = [
     (["attention", "--checkpoint", "{w}/mine", "--src", "seven", "--out", "{w}/a.png"], "mine"),
     (["serve", "--checkpoint", "{w}/nowhere"], "nowhere"),
     (["serve", "--checkpoint", "{w}/truncated"], "model.safetensors"),
+    (["serve", "--checkpoint", "{w}/odd_kind"], "field 'kind'"),
+    (["attention", "--checkpoint", "{w}/odd_kind", "--src", "seven", "--out", "{w}/a.png"], "field 'kind'"),
+    (["translate", "--checkpoint", "{w}/odd_kind", "--input", "{w}/three.en"], "field 'kind'"),
+    (["average", "{w}/odd_kind", "--last", "2"], "odd_kind"),
     (["serve", *CHECKPOINT, "--port", "70000"], "--port"),
     (["serve", *CHECKPOINT, "--timeout", "0"], "--timeout"),
     (["average", "{w}/mine"], "mine"),

@@ -4,10 +4,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiayn.commands.options import (PICTURES, POSITIVE, add_decoding_arguments, add_sampling_arguments,
                                     add_weights_arguments, number, output_file, read_input)
 from aiayn.errors import InputError
+
+if TYPE_CHECKING:
+    from aiayn.decoding.translator import Translator
 
 
 def add_translate(verbs: argparse._SubParsersAction) -> None:
@@ -28,6 +32,8 @@ def add_evaluate(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--ref", required=True)
     p.add_argument("--hyp", help="also write the translations to this file")
     p.add_argument("--lang", help="target language for the Moses tokeniser (default: the checkpoint's)")
+    p.add_argument("--alphas", nargs="+", type=number(float, 0.0, 10.0), metavar="ALPHA",
+                   help="score each length penalty in turn and name the best: choose alpha on a validation set")
     p.add_argument("--compound-split-bleu", action="store_true",
                    help="also the paper's WMT14 BLEU: Moses-tokenised, cased, hyphenated compounds split")
     p.set_defaults(run=_evaluate)
@@ -113,7 +119,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     sources, references = read_parallel(args.src, args.ref)
     if not sources:
         raise InputError(f"{args.src}: empty test set")
+    if args.alphas and args.beam == 1:
+        raise InputError("--alphas: greedy decoding (--beam 1) has no length penalty to choose")
     translator = _translator(args)
+    if args.alphas:
+        args.alpha = _best_alpha(translator, sources, references, args)
     hypotheses = translator.translate(sources, args.beam, args.alpha, args.batch_tokens, progress=True)
     if hyp:
         write_output(hyp, "".join(h + "\n" for h in hypotheses))
@@ -132,18 +142,35 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _best_alpha(translator: Translator, sources: list[str], references: list[str], args: argparse.Namespace) -> float:
+    """The length penalty of `args.alphas` with the highest sacreBLEU on this set, each one's score and
+    brevity penalty printed (§6.1 chose alpha on the development set)."""
+    from aiayn.evaluation.bleu import bleu
+
+    scores = {}
+    for alpha in dict.fromkeys(args.alphas):
+        score = bleu(translator.translate(sources, args.beam, alpha, args.batch_tokens), references)
+        scores[alpha] = score.score
+        print(f"alpha {alpha:<5g} {score.text.split(' (')[0]} ({score.text.split('(', 1)[1]}")
+    best = max(scores, key=scores.get)
+    print(f"best alpha on {args.src}: {best:g} (choose it on a validation set, never on the test set)")
+    return best
+
+
 def _attention(args: argparse.Namespace) -> int:
     from aiayn.checkpoint import kind_of
+    from aiayn.kinds import kinds_with
 
     out = output_file(args.out, "--out", suffixes=PICTURES)
-    drawers = {"translator": _text_attention, "vision-transformer": _image_attention}
-    kind = kind_of(args.checkpoint)
-    if kind not in drawers:
-        raise InputError(f"{args.checkpoint}: a {kind} checkpoint; aiayn attention draws translators and ViTs")
-    return drawers[kind](args, out)
+    kind = kind_of(args.checkpoint)  # the registry (aiayn.kinds) names each kind's drawer
+    if not kind.attention:
+        raise InputError(f"{args.checkpoint}: a {kind.name} checkpoint; aiayn attention draws "
+                         f"{', '.join(kinds_with('attention'))} ones")
+    return kind.part("attention")(args, out)
 
 
-def _text_attention(args: argparse.Namespace, out: Path) -> int:
+def text_attention(args: argparse.Namespace, out: Path) -> int:
+    """aiayn attention for a translator: the maps of --src and its translation (or --tgt)."""
     from aiayn.checkpoint import model_config_of, read_config, resolve_checkpoint
     from aiayn.evaluation.attention_plot import check_map_choice, draw_all_heads, draw_attention
 
@@ -162,7 +189,8 @@ def _text_attention(args: argparse.Namespace, out: Path) -> int:
     return 0
 
 
-def _image_attention(args: argparse.Namespace, out: Path) -> int:
+def image_attention(args: argparse.Namespace, out: Path) -> int:
+    """aiayn attention for a Vision Transformer: the class token's attention over test image --image."""
     from aiayn.family.vit import Digits, draw_class_token_attention, load_vit
 
     model = load_vit(args.checkpoint, announce=True)

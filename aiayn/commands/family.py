@@ -103,9 +103,6 @@ def _add_checkpoint_and_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
 
 
-# The kind of run each training verb makes (aiayn.family.kinds).
-KINDS = {"pretrain-mlm": "masked-lm", "train-classifier": "classifier", "train-lm": "language-model",
-         "train-vit": "vision-transformer"}
 # What a new run is made of: not taken with --resume (the run has its data and settings).
 DATA_FLAGS = ("text", "train", "valid", "init", "label_names")
 
@@ -131,15 +128,17 @@ def _resume_of_this_kind(args: argparse.Namespace) -> None:
     """Go on with the run --resume names, which must be of the verb's kind; data flags are refused."""
     from aiayn.checkpoint import read_config
     from aiayn.commands.translation import resume_any
+    from aiayn.kinds import TRANSLATOR, kind_trained_by
 
     given = [name for name in DATA_FLAGS if getattr(args, name, None)]
     if given:
         raise InputError(f"--{given[0].replace('_', '-')}: not with --resume (the run keeps its own data)")
     run = Path(args.resume)
     task = read_config(run).get("task") if (run / "config.json").is_file() else None
-    found = task.get("kind") if isinstance(task, dict) else "translator"
-    if found != KINDS[args.verb]:
-        raise InputError(f"--resume {run}: a {found} run, not a {KINDS[args.verb]} one (`aiayn train --resume` "
+    found = task.get("kind") if isinstance(task, dict) else TRANSLATOR
+    wanted = kind_trained_by(args.verb).name
+    if found != wanted:
+        raise InputError(f"--resume {run}: a {found} run, not a {wanted} one (`aiayn train --resume` "
                          "goes on with a run of any kind)")
     resume_any(args)
 

@@ -90,6 +90,8 @@ def fetch(out: str | Path, archives: str | Path | None = None, overwrite: bool =
     out, parts = Path(out), PARTS if parts is None else parts
     check_output_dir(out, "WMT14 folder", is_wmt14_folder, overwrite)
     folder = Path(archives) if archives is not None else DEFAULT_ARCHIVES
+    if folder.resolve() == out.resolve() or out.resolve() in folder.resolve().parents:
+        raise CorpusError(f"--archives {folder}: inside --out {out}, which gets only the text; keep them apart")
     paths = {archive: obtain(archive, folder) for archive in dict.fromkeys(part.archive for part in parts)}
     with building(out, owned=is_wmt14_folder) as staged:
         counts = {}

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from aiayn import checkpoint
+from aiayn.checkpoint import load_weights, open_checkpoint
 from aiayn.data.batching import MIN_ROWS, pad
 from aiayn.data.corpus import CorpusError, read_lines
 from aiayn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
@@ -34,8 +35,9 @@ from aiayn.family.runs import (
     rows_of,
     train_family,
 )
-from aiayn.family.store import config_field, device_of, learn_tokenizer, load_weights, open_checkpoint, text_tokenizer
+from aiayn.family.store import config_field, device_of, learn_tokenizer, text_tokenizer
 from aiayn.files import check_output_dir
+from aiayn.kinds import CLASSIFIER, MASKED_LM
 from aiayn.training.config import TrainConfig
 from aiayn.training.run import is_run
 from aiayn.training.task import Autocast, TensorBatch
@@ -45,7 +47,6 @@ from aiayn.model.config import BERT_MASKED, MOST_MASKED, POOLINGS, Pooling
 from aiayn.model.family import EncoderClassifier, MaskedLanguageModel, mask_tokens
 from aiayn.model.transformer import position_limit
 
-CLASSIFIER, MASKED_LM = "classifier", "masked-lm"
 MASK = "<mask>"  # BERT's [MASK]; [CLS] is <s> (bos), padding is <pad>
 
 

@@ -1,25 +1,20 @@
-"""The kinds of the Transformer's descendants, by the name their runs and checkpoints record: the
-task that trains each (aiayn.training.task), looked up when a run is resumed."""
+"""Resuming a descendant's run: the task that trains its kind, from the registry (aiayn.kinds)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from aiayn.errors import InputError
+from aiayn.kinds import KINDS, TRANSLATOR, kinds_with
 from aiayn.training.config import TrainConfig
 from aiayn.training.task import Task
 from aiayn.training.trainer import Trainer
 
 
 def task_class(kind: str) -> type[Task]:
-    """The Task that trains `kind` (imported on demand: each pulls in its own model code)."""
-    from aiayn.family.classifier import CLASSIFIER, MASKED_LM, ClassifierTask, MaskedLanguageModelTask
-    from aiayn.family.lm import LM, LanguageModelTask
-    from aiayn.family.vit import VIT, DigitsTask
-
-    tasks = {LM: LanguageModelTask, MASKED_LM: MaskedLanguageModelTask, CLASSIFIER: ClassifierTask, VIT: DigitsTask}
-    if kind not in tasks:
-        raise InputError(f"a run of kind {kind!r}: aiayn trains {', '.join(sorted(tasks))} and translators")
-    return tasks[kind]
+    """The Task that trains the descendant `kind` (imported on demand: each pulls in its own model code)."""
+    if kind not in kinds_with("task") or kind == TRANSLATOR:
+        raise InputError(f"a run of kind {kind!r}: aiayn trains {', '.join(kinds_with('task'))}")
+    return KINDS[kind].part("task")
 
 
 def resume_family(run: Path, stopping: TrainConfig | None) -> Trainer:

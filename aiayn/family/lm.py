@@ -13,13 +13,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from aiayn.checkpoint import load_weights, open_checkpoint
 from aiayn.data.batching import MIN_ROWS, pad
 from aiayn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
-from aiayn.decoding.search import Sampling, greedy_steps
+from aiayn.decoding.search import Sampling, greedy_steps, next_token_log_probs
 from aiayn.errors import InputError
 from aiayn.family.runs import FamilyRun, Rows, RowsTask, check_rows_fit, projected_nll, rows_of, train_family
-from aiayn.family.store import config_field, device_of, learn_tokenizer, load_weights, open_checkpoint, text_tokenizer
+from aiayn.family.store import config_field, device_of, learn_tokenizer, text_tokenizer
 from aiayn.files import check_output_dir
+from aiayn.kinds import LM
 from aiayn.model import ModelConfig
 from aiayn.model.family import LanguageModel
 from aiayn.training.config import TrainConfig
@@ -27,7 +29,6 @@ from aiayn.training.run import is_run
 from aiayn.training.task import Autocast, TensorBatch
 from aiayn.training.trainer import Trainer
 
-LM = "language-model"
 
 
 def _rows(tokenizer: Tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
@@ -124,21 +125,25 @@ def train_lm(texts: list[str], valid: list[str] | None, out: Path, model_config:
 class PromptDecoder:
     """A language model's next-token log-probabilities, one step at a time (the decoder interface of
     aiayn.decoding.search): the first step reads the whole prompt, each later one the new token
-    (with the cache), or the whole text so far (without)."""
+    (with the cache), or the whole text so far (without). The prompts of a batch are rows of one
+    length: there is no padding mask, so a padded row would attend to its padding."""
 
-    def __init__(self, model: LanguageModel, prompt: Tensor, use_cache: bool):
+    def __init__(self, model: LanguageModel, prompt: Tensor, use_cache: bool) -> None:
+        if (prompt == model.config.pad_id).any():
+            raise ValueError("PromptDecoder takes prompts of one length, without padding")
         self.model, self.text = model, prompt
         self.cache = model.new_cache() if use_cache else None
         self.first = True
 
     def step(self, new_tokens: Tensor) -> Tensor:
-        if not self.first:
-            self.text = torch.cat([self.text, new_tokens[:, None]], dim=1)
-        feed = self.text[:, -1:] if self.cache is not None and not self.first else self.text
+        if self.first:
+            feed = self.text
+        elif self.cache is not None:
+            feed = new_tokens[:, None]  # the cache holds the text so far
+        else:
+            feed = self.text = torch.cat([self.text, new_tokens[:, None]], dim=1)
         self.first = False
-        log_probs = self.model(feed, self.cache)[:, -1].float().log_softmax(dim=-1)
-        log_probs[:, [PAD_ID, BOS_ID]] = float("-inf")  # never outputs
-        return log_probs
+        return next_token_log_probs(self.model(feed, self.cache)[:, -1], self.model.config)
 
     def select(self, rows: Tensor, sentences: Tensor | None = None) -> None:
         self.text = self.text.index_select(0, rows)

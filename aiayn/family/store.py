@@ -9,13 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from aiayn.checkpoint import CheckpointError, check_vocabulary, load_tokenizer, load_weights, open_checkpoint
+from aiayn.checkpoint import CheckpointError, check_vocabulary, load_tokenizer
 from aiayn.data.tokenizer import Tokenizer
 from aiayn.errors import InputError
 from aiayn.model import ModelConfig
-
-__all__ = ["config_field", "device_of", "learn_tokenizer", "load_weights", "open_checkpoint", "text_tokenizer"]
-
 
 def config_field(config: dict[str, Any], name: str, kind: type, directory: Path, minimum: int | None = None) -> Any:
     """config[name], which must be a `kind` (an int at least `minimum`); CheckpointError naming the field else."""

@@ -13,11 +13,12 @@ from torch import Tensor
 
 from aiayn import checkpoint
 from aiayn.errors import InputError
-from aiayn.checkpoint import resolve_checkpoint
+from aiayn.checkpoint import load_weights, open_checkpoint, resolve_checkpoint
 from aiayn.data.batching import MIN_ROWS
 from aiayn.family.runs import IGNORED, ClassificationLoss, FamilyRun, accuracy_of, train_family
-from aiayn.family.store import config_field, device_of, load_weights, open_checkpoint
+from aiayn.family.store import config_field, device_of
 from aiayn.files import check_output_dir
+from aiayn.kinds import VIT
 from aiayn.training.config import TrainConfig
 from aiayn.training.run import Metrics, is_run
 from aiayn.training.task import Autocast, Task, TensorBatch
@@ -25,7 +26,6 @@ from aiayn.training.trainer import Trainer
 from aiayn.model import AttentionMaps, ModelConfig
 from aiayn.model.family import ImageShape, VisionTransformer
 
-VIT = "vision-transformer"
 TEST_FRACTION = 0.25  # of the digits, held out for the reported accuracy (stratified, fixed seed)
 VALID_FRACTION = 0.1  # of the rest, held out to choose the state that is kept
 

@@ -23,11 +23,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiayn.checkpoint import TRANSLATOR, kind_of
+from aiayn.checkpoint import kind_of, resolve_checkpoint
 from aiayn.decoding.search import DecodingTimeout
 from aiayn.decoding.translator import Translator
 from aiayn.errors import InputError
-from aiayn.family.classifier import CLASSIFIER, TextClassifier
+from aiayn.family.classifier import TextClassifier
+from aiayn.kinds import CLASSIFIER, TRANSLATOR, kinds_with
 from aiayn.model import Transformer, parameter_counts
 from aiayn.serving.batcher import DynamicBatcher, ModelThread
 
@@ -236,7 +237,7 @@ def create_app(translator: Translator, name: str, checkpoint: str = "", max_wait
     batcher = DynamicBatcher(translator, max_wait_ms, max_batch_tokens, limits.decode_timeout_s)
     app = _base_app(batcher, limits, "Translation with the Transformer of 'Attention Is All You Need'.")
     languages = translator.config.get("languages") or {}
-    info = ModelInfo(model=name, kind="translator", checkpoint=checkpoint,
+    info = ModelInfo(model=name, kind=TRANSLATOR, checkpoint=checkpoint,
                      languages={"source": languages.get("source"), "target": languages.get("target")},
                      vocab_size=translator.tokenizer.vocab_size, parameters=_parameters(translator.model.config),
                      config=translator.model.config.to_dict())
@@ -283,7 +284,7 @@ def create_classifier_app(classifier: TextClassifier, name: str, checkpoint: str
     """The app around one sentence classifier (aiayn train-classifier): POST /v1/classify."""
     worker = ModelThread(limits.decode_timeout_s)
     app = _base_app(worker, limits, "Sentence classification with the Transformer's encoder (BERT's recipe).")
-    info = ModelInfo(model=name, kind="classifier", checkpoint=checkpoint, languages={"source": None, "target": None},
+    info = ModelInfo(model=name, kind=CLASSIFIER, checkpoint=checkpoint, languages={"source": None, "target": None},
                      vocab_size=classifier.tokenizer.vocab_size, labels=classifier.labels,
                      parameters=_parameters(classifier.model.config, classifier), config=classifier.model.config.to_dict())
 
@@ -314,21 +315,17 @@ def check_address(host: str, port: int) -> None:
         raise InputError(f"--host {host} --port {port}: cannot listen there ({error})") from None
 
 
-def _translator_app(path: Path, name: str, device: str, bf16: bool, int8: bool, max_wait_ms: float,
+def translator_app(path: Path, name: str, device: str, bf16: bool, int8: bool, max_wait_ms: float,
                     max_batch_tokens: int, limits: ServiceLimits) -> FastAPI:
     translator = Translator.from_checkpoint(path, device=device, bf16=bf16, int8=int8)
     return create_app(translator, name, str(path), max_wait_ms, max_batch_tokens, limits)
 
 
-def _classifier_app(path: Path, name: str, device: str, bf16: bool, int8: bool, max_wait_ms: float,
+def classifier_app(path: Path, name: str, device: str, bf16: bool, int8: bool, max_wait_ms: float,
                     max_batch_tokens: int, limits: ServiceLimits) -> FastAPI:
     if bf16 or int8:
         raise InputError(f"{path}: --bf16 and --int8 are for translators; a classifier is served in float32")
     return create_classifier_app(TextClassifier.from_checkpoint(path, device), name, str(path), limits)
-
-
-# The kinds of checkpoint the server serves (aiayn.checkpoint.kind_of), and how.
-APPS = {TRANSLATOR: _translator_app, CLASSIFIER: _classifier_app}
 
 
 def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, max_wait_ms: float = 5.0,
@@ -337,12 +334,10 @@ def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, max_wait_m
     """Load a checkpoint and serve it until SIGINT/SIGTERM; in-flight requests finish first."""
     import uvicorn
 
-    from aiayn.checkpoint import resolve_checkpoint
-
     path = resolve_checkpoint(checkpoint, announce=True)
     name = Path(checkpoint).resolve().name
-    kind = kind_of(path)
-    if kind not in APPS:
-        raise InputError(f"{path}: a {kind} checkpoint; aiayn serve takes {' and '.join(APPS)}s")
-    app = APPS[kind](path, name, device, bf16, int8, max_wait_ms, max_batch_tokens, limits)
+    kind = kind_of(path)  # the registry (aiayn.kinds) names the function that makes each kind's app
+    if not kind.app:
+        raise InputError(f"{path}: a {kind.name} checkpoint; aiayn serve takes {', '.join(kinds_with('app'))} ones")
+    app = kind.part("app")(path, name, device, bf16, int8, max_wait_ms, max_batch_tokens, limits)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=30)

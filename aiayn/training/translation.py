@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aiayn.checkpoint import TRANSLATOR
+from aiayn.kinds import TRANSLATOR
 from aiayn.data.batching import MIN_ROWS, Batch, TokenBatches, collate
 from aiayn.data.prepared import PreparedData
 from aiayn.data.tokenizer import Tokenizer

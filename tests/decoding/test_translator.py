@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 import sys
 from pathlib import Path
 
@@ -86,6 +87,19 @@ def test_cli_evaluate_prints_signatures_and_labels_tokenised_bleu(trained_run: P
     assert "nrefs:1|case:mixed|eff:no|tok:13a" in out and "chrF2" in out
     assert "Moses-tokenised, lowercased" in out and "not comparable with sacreBLEU" in out
     assert len(hyp.read_text(encoding="utf-8").splitlines()) == 50
+
+
+def test_cli_evaluate_chooses_alpha_among_those_given(trained_run: Path, number_corpus, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["evaluate", "--checkpoint", str(trained_run), "--src", str(number_corpus["valid_en"]),
+            "--ref", str(number_corpus["valid_de"]), "--beam", "3"]
+    assert main([*args, "--alphas", "0", "2.5", "0"]) == 0
+    out = capsys.readouterr().out
+    scores = {float(a): float(b) for a, b in re.findall(r"^alpha (\S+) +BLEU = ([\d.]+)", out, re.M)}
+    assert sorted(scores) == [0.0, 2.5]  # each once
+    best = max(scores, key=scores.get)
+    assert f"best alpha on {number_corpus['valid_en']}: {best:g}" in out
+    assert f"beam 3, alpha {best}" in out  # the evaluation that follows decodes with it
 
 
 def test_cli_attention_writes_a_png(trained_run: Path, tmp_path: Path) -> None:

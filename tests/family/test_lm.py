@@ -1,9 +1,11 @@
 """The decoder as a language model (GPT's recipe): training, perplexity, cached generation."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
 from aiayn.cli import main
 from aiayn.decoding.search import Sampling
@@ -74,4 +76,19 @@ def test_layers_sets_the_decoder_depth(number_corpus, tmp_path: Path) -> None:
 def test_translator_verbs_name_a_language_model_checkpoint(lm_run: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["attention", "--checkpoint", str(lm_run), "--src", "seven", "--out", str(tmp_path / "a.png")]) == 2
-    assert "a language-model checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "a language-model checkpoint" in err and "draws translator, vision-transformer ones" in err
+    assert main(["serve", "--checkpoint", str(lm_run), "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "a language-model checkpoint; aiayn serve takes translator, classifier ones" in err
+
+
+def test_prompts_of_unequal_length_are_refused_and_generation_stops_at_its_limit(lm_run: Path) -> None:
+    from aiayn.family.lm import PromptDecoder
+
+    generator = TextGenerator.from_checkpoint(lm_run)
+    with pytest.raises(ValueError, match="one length"):
+        PromptDecoder(generator.model, torch.tensor([[1, 5, 6], [1, 5, 0]]), use_cache=True)
+    # </s> as the padding id, which is never an output: generation runs to max_new_tokens.
+    generator.model.config = dataclasses.replace(generator.model.config, eos_id=generator.model.config.pad_id)
+    assert len(generator.generate_ids([5, 6], max_new_tokens=7)) == 7
