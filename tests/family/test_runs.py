@@ -26,14 +26,19 @@ COMMON = ["--preset", "tiny", "--vocab-size", "300", "--warmup", "20", "--eval-e
 
 @pytest.fixture(scope="module")
 def verbs(number_corpus, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
-    """The arguments of train-lm and train-classifier on the number words (labels: the parity of
-    the number a sentence names)."""
+    """The arguments of every descendant's training verb: train-lm, pretrain-mlm and train-classifier
+    on the number words (labels: the parity of the number a sentence names), train-vit on the digits."""
     root = tmp_path_factory.mktemp("labelled")
     lines = number_corpus["train_en"].read_text().splitlines()[:600]
     labelled = root / "train.tsv"
     labelled.write_text("sentence\tlabel\n" + "".join(f"{s}\t{len(s) % 2}\n" for s in lines))
     return {"train-lm": ["train-lm", "--text", str(number_corpus["train_en"]), "--batch-tokens", "600", *COMMON],
-            "train-classifier": ["train-classifier", "--train", str(labelled), "--batch-tokens", "600", *COMMON]}
+            "pretrain-mlm": ["pretrain-mlm", "--text", str(number_corpus["train_en"]), "--batch-tokens", "600", *COMMON],
+            "train-classifier": ["train-classifier", "--train", str(labelled), "--batch-tokens", "600", *COMMON],
+            "train-vit": ["train-vit", *COMMON[4:]]}  # the ViT has its own size and no vocabulary
+
+
+ALL_VERBS = ["train-lm", "pretrain-mlm", "train-classifier", "train-vit"]
 
 
 def records(run: Path) -> list[dict]:
@@ -48,7 +53,7 @@ def weights(run: Path, step: int) -> dict[str, torch.Tensor]:
     return load_file(str(run / "checkpoints" / f"step_{step:08d}" / "model.safetensors"))
 
 
-@pytest.mark.parametrize("verb", ["train-lm", "train-classifier"])
+@pytest.mark.parametrize("verb", ALL_VERBS)
 def test_a_run_cut_short_resumes_bitwise_with_the_same_logged_losses(verb: str, verbs, tmp_path: Path) -> None:
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert main([*verbs[verb], "--out", str(straight), "--max-steps", "12"]) == 0
@@ -63,7 +68,7 @@ def test_a_run_cut_short_resumes_bitwise_with_the_same_logged_losses(verb: str, 
     assert losses(straight) == losses(resumed) and [s for s, _ in losses(resumed)] == list(range(1, 13))
 
 
-@pytest.mark.parametrize("verb", ["train-lm", "train-classifier"])
+@pytest.mark.parametrize("verb", ALL_VERBS)
 def test_two_processes_make_the_updates_of_one_accumulating_two_batches(verb: str, verbs, tmp_path: Path) -> None:
     common = [*verbs[verb], "--dropout", "0", "--adam-eps", "1e-4", "--max-steps", "6"]
     done = subprocess.run([*TORCHRUN, "--nproc-per-node", "2", "-m", "aiayn", *common, "--out", str(tmp_path / "ddp")],
