@@ -115,15 +115,17 @@ def obtain(archive: Archive, folder: Path, opener: Callable[..., Any] = urllib.r
         return path
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(prefix=f".{archive.name}.partial-", dir=folder)
     except OSError as error:
         raise CorpusError(f"{folder}: cannot be written ({error.strerror or error})") from None
-    fd, partial = tempfile.mkstemp(prefix=f".{archive.name}.partial-", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             download_into(f, archive.url, opener)
         check_file(Path(partial), archive.checksum, f"{archive.url}: the download fails its checksum "
                                                     "(corrupt or cut short); nothing was kept, try again")
         os.replace(partial, path)
+    except OSError as error:  # a full disk, a folder that cannot be written
+        raise CorpusError(f"{folder}: cannot be written ({error.strerror or error})") from None
     finally:
         Path(partial).unlink(missing_ok=True)
     return path
@@ -140,7 +142,7 @@ def download_into(f: IO[bytes], url: str, opener: Callable[..., Any] = urllib.re
             announced = int(response.headers.get("Content-Length") or 0)
             received = 0
             while chunk := response.read(1 << 20):
-                f.write(chunk)
+                write(f, chunk)
                 received += len(chunk)
     except (OSError, ValueError) as error:
         raise CorpusError(f"{url}: cannot be downloaded ({error}); download it into --archives yourself") from None
@@ -148,13 +150,24 @@ def download_into(f: IO[bytes], url: str, opener: Callable[..., Any] = urllib.re
         raise CorpusError(f"{url}: the download stopped after {received:,} of {announced:,} bytes; try again")
 
 
+def write(f: IO[bytes], chunk: bytes) -> None:
+    """Write a downloaded chunk; a failure here (a full disk) is the folder's, not the server's."""
+    try:
+        f.write(chunk)
+    except OSError as error:
+        raise CorpusError(f"{f.name}: cannot be written ({error.strerror or error})") from None
+
+
 def check_file(path: Path, checksum: str, message: str) -> None:
     """CorpusError(message) unless the file's digest is `checksum` ("sha256:..." or "md5:...")."""
     algorithm, _, expected = checksum.partition(":")
     digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError as error:
+        raise CorpusError(f"{path}: cannot be read ({error.strerror or error})") from None
     if digest.hexdigest() != expected.lower():
         raise CorpusError(message)
 

@@ -12,8 +12,9 @@ from aiayn.training.trainer import Trainer
 
 def task_class(kind: str) -> type[Task]:
     """The Task that trains the descendant `kind` (imported on demand: each pulls in its own model code)."""
-    if kind not in kinds_with("task") or kind == TRANSLATOR:
-        raise InputError(f"a run of kind {kind!r}: aiayn trains {', '.join(kinds_with('task'))}")
+    descendants = [name for name in kinds_with("task") if name != TRANSLATOR]
+    if kind not in descendants:
+        raise InputError(f"a run of kind {kind!r}: its descendants' verbs train {', '.join(descendants)}")
     return KINDS[kind].part("task")
 
 
