@@ -123,8 +123,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise InputError("--alphas: greedy decoding (--beam 1) has no length penalty to choose")
     translator = _translator(args)
     if args.alphas:
-        args.alpha = _best_alpha(translator, sources, references, args)
-    hypotheses = translator.translate(sources, args.beam, args.alpha, args.batch_tokens, progress=True)
+        args.alpha, hypotheses = _best_alpha(translator, sources, references, args)
+    else:
+        hypotheses = translator.translate(sources, args.beam, args.alpha, args.batch_tokens, progress=True)
     if hyp:
         write_output(hyp, "".join(h + "\n" for h in hypotheses))
     lang = args.lang or (translator.config.get("languages") or {}).get("target") or "en"
@@ -142,19 +143,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _best_alpha(translator: Translator, sources: list[str], references: list[str], args: argparse.Namespace) -> float:
-    """The length penalty of `args.alphas` with the highest sacreBLEU on this set, each one's score and
-    brevity penalty printed (§6.1 chose alpha on the development set)."""
+def _best_alpha(translator: Translator, sources: list[str], references: list[str],
+                args: argparse.Namespace) -> tuple[float, list[str]]:
+    """The length penalty of `args.alphas` with the highest sacreBLEU on this set, and its
+    translations; each one's score and brevity penalty printed (§6.1 chose alpha on the
+    development set). The scores printed after it are of the alpha tuned on this same set."""
     from aiayn.evaluation.bleu import bleu
 
-    scores = {}
+    best: tuple[float, float, list[str]] | None = None
     for alpha in dict.fromkeys(args.alphas):
-        score = bleu(translator.translate(sources, args.beam, alpha, args.batch_tokens), references)
-        scores[alpha] = score.score
-        print(f"alpha {alpha:<5g} {score.text.split(' (')[0]} ({score.text.split('(', 1)[1]}")
-    best = max(scores, key=scores.get)
-    print(f"best alpha on {args.src}: {best:g} (choose it on a validation set, never on the test set)")
-    return best
+        hypotheses = translator.translate(sources, args.beam, alpha, args.batch_tokens)
+        score = bleu(hypotheses, references)
+        print(f"alpha {alpha:<5g} {score.text}")
+        if best is None or score.score > best[0]:
+            best = (score.score, alpha, hypotheses)
+    print(f"best alpha on {args.src}: {best[1]:g}; the scores below are tuned on this set (choose alpha on "
+          "a validation set, never on the test set)")
+    return best[1], best[2]
 
 
 def _attention(args: argparse.Namespace) -> int:
