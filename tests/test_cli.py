@@ -1,9 +1,11 @@
 """The command line parses and dispatches."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -40,3 +42,13 @@ def test_a_usage_error_is_one_line_with_status_2(capsys: pytest.CaptureFixture[s
             main(argv)
         err = capsys.readouterr().err
         assert stop.value.code == 2 and err.count("\n") == 1 and err.startswith("aiayn")
+
+
+def test_the_shape_flags_change_the_preset_field_by_field(number_corpus: dict[str, Path], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", "--layers", "1", "--d-model", "48", "--d-ff", "40", "--heads", "3",
+                 "--vocab-size", "300", "--batch-tokens", "600", "--max-steps", "1", "--out", str(run),
+                 "--train-src", str(number_corpus["train_en"]), "--train-tgt", str(number_corpus["train_de"])]) == 0
+    model = json.loads((run / "config.json").read_text())["model"]
+    assert (model["n_encoder_layers"], model["n_decoder_layers"], model["d_model"], model["d_ff"],
+            model["n_heads"], model["dropout"]) == (1, 1, 48, 40, 3, 0.1)  # the rest is still tiny's

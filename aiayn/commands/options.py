@@ -42,6 +42,7 @@ def number(kind: type, minimum: float | None = None, maximum: float | None = Non
 
 
 POSITIVE = number(int, minimum=1)
+MOST_WIDTH = 65536  # --d-model, --d-ff, --heads: 16x big's d_ff; a typo should not allocate the machine away
 MOST_LAYERS = 48  # --layers: far deeper than trains on one machine here; a typo should not build thousands
 SEED = number(int, 0, 2**32 - 1)
 FRACTION = number(float, minimum=0.0, maximum=0.999)

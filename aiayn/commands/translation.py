@@ -5,8 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from aiayn.commands.options import (FRACTION, PICTURES, POSITIVE, SEED, TrainingDefaults, TrainingGroups,
-                                    add_corpus_arguments, add_training_arguments, number, output_file,
+from aiayn.commands.options import (FRACTION, MOST_LAYERS, MOST_WIDTH, PICTURES, POSITIVE, SEED, TrainingDefaults,
+                                    TrainingGroups, add_corpus_arguments, add_training_arguments, number, output_file,
                                     stopping_config, training_config)
 from aiayn.commands.recipes import add_config_argument
 from aiayn.errors import InputError
@@ -16,7 +16,9 @@ RAW_CORPUS_FLAGS = {"train_src": "--train-src", "train_tgt": "--train-tgt", "val
                     "valid_tgt": "--valid-tgt", "vocab_size": "--vocab-size", "max_length": "--max-length",
                     "sample_sentences": "--sample-sentences", "multi30k": "--multi30k"}
 TRAIN_DEFAULTS = TrainingDefaults(eval_every=500, log_every=10, batch_tokens=8000,
-                                  batch_help="source+target tokens per batch")
+                                  batch_help="source+target tokens per batch, padding included (the log says its "
+                                             "share; fairseq's --max-tokens counts one side: its 4,096 is about "
+                                             "8,000 here)")
 
 
 def add_demo(verbs: argparse._SubParsersAction) -> None:
@@ -66,6 +68,14 @@ def _add_translator_training(groups: TrainingGroups) -> None:
     """What only the translator's training takes, in the groups every training verb has."""
     model = groups.model
     model.add_argument("--preset", default="small", choices=sorted(ModelConfig.PRESETS))
+    # The preset's shape, changed field by field (Table 3's rows vary N, d_model, d_ff and h the same way).
+    model.add_argument("--layers", type=number(int, 1, MOST_LAYERS),
+                       help="N: layers in the encoder and in the decoder (§3.1; default: the preset's)")
+    model.add_argument("--d-model", dest="d_model", type=number(int, 2, MOST_WIDTH),
+                       help="d_model: even, and a multiple of --heads")
+    model.add_argument("--d-ff", dest="d_ff", type=number(int, 1, MOST_WIDTH),
+                       help="the feed-forward inner size (§3.3)")
+    model.add_argument("--heads", dest="n_heads", type=number(int, 1, MOST_WIDTH), help="h: attention heads (§3.2.2)")
     model.add_argument("--positional-encoding", choices=["sinusoidal", "learned"])
     model.add_argument("--norm-placement", choices=["post", "pre"])
     groups.optimisation.add_argument("--label-smoothing", dest="label_smoothing", type=FRACTION, default=0.1)
@@ -93,16 +103,27 @@ def _train(args: argparse.Namespace) -> int:
     from aiayn.runtime import check_device
 
     check_device(args.device)
+    given = {flag: getattr(args, dest) for flag, (dest, _) in MODEL_FLAGS.items() if getattr(args, dest) is not None}
     if args.resume:
+        if given:
+            raise InputError(f"{next(iter(given))}: not with --resume (a resumed run keeps its model)")
         return resume_any(args)
     from aiayn.training.trainer import train
 
-    config = training_config(args, **_training_data(args))  # checks the numbers before anything is read or written
-    overrides = {k: v for k, v in dict(dropout=args.dropout, positional_encoding=args.positional_encoding,
-                                       norm_placement=args.norm_placement).items() if v is not None}
-    train(args.out, ModelConfig.preset(args.preset, **overrides), config, overwrite=args.overwrite,
-          workers=args.workers)
+    # The numbers are checked before anything is read, downloaded or written.
+    model = ModelConfig.preset(args.preset, **{field: value for flag, value in given.items()
+                                               for field in MODEL_FLAGS[flag][1]})
+    config = training_config(args, **_training_data(args))
+    train(args.out, model, config, overwrite=args.overwrite, workers=args.workers)
     return 0
+
+
+# The flags that change the preset's fields: flag -> (its argparse dest, the ModelConfig fields it sets).
+MODEL_FLAGS = {"--layers": ("layers", ("n_encoder_layers", "n_decoder_layers")), "--d-model": ("d_model", ("d_model",)),
+               "--d-ff": ("d_ff", ("d_ff",)), "--heads": ("n_heads", ("n_heads",)),
+               "--dropout": ("dropout", ("dropout",)),
+               "--positional-encoding": ("positional_encoding", ("positional_encoding",)),
+               "--norm-placement": ("norm_placement", ("norm_placement",))}
 
 
 def resume_any(args: argparse.Namespace) -> int:
