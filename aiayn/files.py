@@ -12,11 +12,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import glob
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -123,12 +126,10 @@ def building(target: Path, owned: Callable[[Path], bool] | None = None) -> Itera
     (see _install), on any failure removed. `owned` allows replacing an aiayn folder at `target`."""
     target = Path(target).resolve()  # a symbolic link keeps pointing at the folder it names
     target.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{target.name}.partial-"
-    for leftover in target.parent.glob(f"{prefix}*"):  # of a writer killed mid-way (its process is gone)
-        pid = leftover.name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)) and leftover.is_dir() and not leftover.is_symlink():
+    for leftover in abandoned_partials(target):
+        if leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)
-    staged = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=target.parent))
+    staged = Path(tempfile.mkdtemp(prefix=partial_prefix(target), dir=target.parent))
     try:
         yield staged
         _install(staged, target, owned)
@@ -138,6 +139,28 @@ def building(target: Path, owned: Callable[[Path], bool] | None = None) -> Itera
         if isinstance(error, OSError):  # a full disk, a folder without write permission, ...
             raise InputError(f"{target}: cannot be written ({error.strerror or error})") from None
         raise
+
+
+def partial_prefix(target: Path) -> str:
+    """The hidden name a writer of `target` stages under, beside it: `.NAME.partial-PID-`."""
+    return f".{target.name}.partial-{os.getpid()}-"
+
+
+def abandoned_partials(target: Path, idle_s: float = 0.0) -> Iterator[Path]:
+    """What writers of `target` killed mid-way left beside it (their process is gone), never a link;
+    with `idle_s`, only what nothing has written for that long (a writer on another machine that
+    shares the folder is not a process here)."""
+    prefix = f".{target.name}.partial-"
+    for leftover in target.parent.glob(f"{glob.escape(prefix)}*"):
+        pid = leftover.name[len(prefix):].split("-", 1)[0]
+        if not re.fullmatch(r"[0-9]{1,9}", pid) or _alive(int(pid)) or leftover.is_symlink():
+            continue
+        try:
+            idle = time.time() - leftover.stat().st_mtime
+        except OSError:  # removed by someone else meanwhile
+            continue
+        if idle >= idle_s:
+            yield leftover
 
 
 def _alive(pid: int) -> bool:

@@ -23,6 +23,18 @@ def test_a_new_folder_appears_whole_and_an_empty_one_is_filled(tmp_path: Path) -
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "new"]
 
 
+def test_only_a_dead_writers_leftovers_of_that_very_name_are_removed(tmp_path: Path) -> None:
+    dead = 2**22 + 12345  # above the largest pid Linux allows: no process has it
+    killed, other = tmp_path / f".run[1].partial-{dead}-a", tmp_path / f".run1.partial-{dead}-b"  # [1] is no pattern
+    odd = tmp_path / ".run[1].partial-\u00b2-c"  # not an ASCII pid: skipped, not a crash
+    running = tmp_path / f".run[1].partial-{os.getpid()}-d"
+    for leftover in (killed, other, odd, running):
+        leftover.mkdir()
+    with building(tmp_path / "run[1]") as staged:
+        (staged / "a").write_text("1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["run[1]", other.name, odd.name, running.name])
+
+
 def test_a_failure_leaves_nothing_behind(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         with building(tmp_path / "run") as staged:

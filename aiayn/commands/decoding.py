@@ -35,7 +35,8 @@ def add_evaluate(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--alphas", nargs="+", type=number(float, 0.0, 10.0), metavar="ALPHA",
                    help="score each length penalty in turn and name the best: choose alpha on a validation set")
     p.add_argument("--compound-split-bleu", action="store_true",
-                   help="also the paper's WMT14 BLEU: Moses-tokenised, cased, hyphenated compounds split")
+                   help="also the paper's WMT14 BLEU: Moses' unicode punctuation replaced, Moses-tokenised, "
+                   "cased, hyphenated compounds split")
     p.set_defaults(run=_evaluate)
 
 

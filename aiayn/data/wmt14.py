@@ -10,6 +10,7 @@ wmt14.json saying where each came from. `aiayn prepare` then learns the shared B
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -25,10 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiayn.data.corpus import CorpusError
-from aiayn.files import building, check_output_dir, holds_only
+from aiayn.files import abandoned_partials, building, check_output_dir, holds_only, partial_prefix
 
 LANGUAGES = ("en", "de")
 MANIFEST = "wmt14.json"
+# A partial archive nothing has written to for this long is a killed download's, even if the folder is
+# shared with other machines (whose downloads are not processes here): a live one writes every second.
+LEFTOVER_IDLE_S = 3600.0
 DEFAULT_ARCHIVES = Path(os.environ.get("AIAYN_CACHE", Path.home() / ".cache" / "aiayn")) / "wmt14"
 
 
@@ -107,7 +111,7 @@ def fetch(out: str | Path, archives: str | Path | None = None, overwrite: bool =
 def obtain(archive: Archive, folder: Path, opener: Callable[..., Any] = urllib.request.urlopen) -> Path:
     """The archive's checked file in `folder`: there already, or downloaded now. A file there that
     fails the check is the user's to remove (refused, not deleted); a download that fails it is
-    deleted before the error says so."""
+    deleted before the error says so, and so is what a killed download left (LEFTOVER_IDLE_S)."""
     path = folder / archive.name
     if path.is_file():
         check_file(path, archive.checksum, f"{path}: fails its checksum (a corrupt or partial download?); "
@@ -115,7 +119,11 @@ def obtain(archive: Archive, folder: Path, opener: Callable[..., Any] = urllib.r
         return path
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, partial = tempfile.mkstemp(prefix=f".{archive.name}.partial-", dir=folder)
+        for leftover in abandoned_partials(path, idle_s=LEFTOVER_IDLE_S):  # of a download killed mid-way
+            if leftover.is_file():
+                with contextlib.suppress(OSError):  # another user's, or removed by another download meanwhile
+                    leftover.unlink()
+        fd, partial = tempfile.mkstemp(prefix=partial_prefix(path), dir=folder)
     except OSError as error:
         raise CorpusError(f"{folder}: cannot be written ({error.strerror or error})") from None
     try:

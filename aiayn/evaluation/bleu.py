@@ -48,14 +48,20 @@ _HYPHEN_INSIDE = re.compile(r"(\S)-(\S)")
 
 
 def compound_split_bleu(hypotheses: list[str], references: list[str], lang: str = "de") -> Score:
-    """The paper's WMT14 BLEU (tensor2tensor's get_ende_bleu.sh): Moses-tokenised, cased, every hyphen
-    between two non-spaces split off as ##AT##-##AT## (so "Ost-West" is three tokens, as in the
-    references the field scored against), scored like multi-bleu.perl. Not comparable with sacreBLEU."""
+    """The paper's WMT14 BLEU (tensor2tensor's get_ende_bleu.sh): Moses' replace-unicode-punctuation
+    (full-width and curly marks to ASCII), Moses-tokenised, cased, every hyphen between two non-spaces
+    split off as ##AT##-##AT## (so "Ost-West" is three tokens, as in the references the field scored
+    against), scored like multi-bleu.perl. Not comparable with sacreBLEU. Both sides are normalised:
+    the reference here is raw newstest2014, not the pre-tokenised copy the script read."""
+    from sacremoses import MosesPunctNormalizer
+
+    punctuation = MosesPunctNormalizer(lang=lang)
+
     def split(line: str) -> str:
         return _HYPHEN_INSIDE.sub(r"\1 ##AT##-##AT## \2", line)
 
-    return _moses_bleu(hypotheses, references, lang, lambda line: line, f"moses-tokenized compound-split ({lang})",
-                       after=split)
+    return _moses_bleu(hypotheses, references, lang, punctuation.replace_unicode_punct,
+                       f"moses unicode-punct, tokenized, compound-split ({lang})", after=split)
 
 
 def _moses_bleu(hypotheses: list[str], references: list[str], lang: str, before: Callable[[str], str], name: str,

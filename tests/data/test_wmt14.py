@@ -7,8 +7,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import os
 import re
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -155,6 +157,20 @@ def test_a_download_cut_short_is_an_error_and_leaves_no_file(tmp_path: Path) -> 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_what_a_killed_download_left_is_removed_and_a_running_ones_is_not(tmp_path: Path) -> None:
+    body = b"the archive"
+    archive = wmt14.Archive("https://example.org/data/dev.tgz", "sha256:" + hashlib.sha256(body).hexdigest())
+    dead = 2**22 + 12345  # above the largest pid Linux allows: no process has it
+    killed, running = tmp_path / f".dev.tgz.partial-{dead}-x1", tmp_path / f".dev.tgz.partial-{os.getpid()}-x2"
+    recent = tmp_path / f".dev.tgz.partial-{dead}-x3"  # perhaps another machine's, still writing
+    for leftover in (killed, running, recent):
+        leftover.write_bytes(b"the arch")
+    for leftover in (killed, running):
+        os.utime(leftover, (0, time.time() - wmt14.LEFTOVER_IDLE_S - 1))
+    assert wmt14.obtain(archive, tmp_path, opener=lambda url, timeout: _Response(body, len(body))).read_bytes() == body
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["dev.tgz", running.name, recent.name])
+
+
 def test_an_archive_without_its_members_or_with_unequal_sides_is_refused(mirror: Path, tmp_path: Path) -> None:
     wrong = tmp_path / "wrong.tgz"
     with tarfile.open(wrong, "w:gz") as tar:
@@ -177,6 +193,9 @@ def test_compound_split_bleu_splits_hyphens_between_words_as_the_papers_script()
     # Split, "Ost-West-Beziehung" is 5 tokens of which 3 match "Ost West Beziehung": partly right, not all wrong.
     assert 0.0 < compound_split_bleu(hyphenated, spaced).score < 100.0
     assert compound_split_bleu(["Das ist gut ."], ["das ist gut ."]).score < 100.0  # cased
+    # replace-unicode-punctuation first: curly and full-width marks count as their ASCII forms.
+    curly, plain = ["Er sagte “ja” ： gut。"], ['Er sagte "ja" : gut.']
+    assert compound_split_bleu(curly, plain).score == pytest.approx(100.0)
 
 
 def test_the_recipe_runs_end_to_end_on_the_fixture(mirror: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
