@@ -52,3 +52,20 @@ def test_the_shape_flags_change_the_preset_field_by_field(number_corpus: dict[st
     model = json.loads((run / "config.json").read_text())["model"]
     assert (model["n_encoder_layers"], model["n_decoder_layers"], model["d_model"], model["d_ff"],
             model["n_heads"], model["dropout"]) == (1, 1, 48, 40, 3, 0.1)  # the rest is still tiny's
+
+
+def test_a_lowercase_run_writes_lowercase_and_is_scored_case_insensitively(
+        number_corpus: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run, upper = tmp_path / "run", tmp_path / "valid.EN"
+    upper.write_text(number_corpus["valid_en"].read_text().upper())
+    assert main(["train", "--preset", "tiny", "--lowercase", "--vocab-size", "300", "--batch-tokens", "600",
+                 "--max-steps", "2", "--out", str(run), "--train-src", str(number_corpus["train_en"]),
+                 "--train-tgt", str(number_corpus["train_de"])]) == 0
+    assert json.loads((run / "config.json").read_text())["training"]["lowercase"] is True
+    capsys.readouterr()
+    for source in (number_corpus["valid_en"], upper):  # the same translations whatever the input's case
+        assert main(["evaluate", "--checkpoint", str(run), "--src", str(source), "--ref",
+                     str(number_corpus["valid_de"]), "--hyp", str(tmp_path / f"{source.name}.hyp")]) == 0
+    assert capsys.readouterr().out.count("case:lc") == 4  # sacreBLEU's and chrF's signatures, twice
+    hypotheses = [(tmp_path / f"{s.name}.hyp").read_text() for s in (number_corpus["valid_en"], upper)]
+    assert hypotheses[0] == hypotheses[1] == hypotheses[0].lower()

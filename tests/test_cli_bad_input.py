@@ -165,6 +165,7 @@ CASES = [
     ([*TRAIN, "--out", "{w}/new", "--data", "{w}/nowhere"], "nowhere"),
     ([*TRAIN, "--out", "{w}/new", "--data", "{w}/other_data", "--vocab-size", "50"], "--vocab-size"),
     ([*TRAIN, "--out", "{w}/new", "--data", "{w}/other_data", "--valid-src", "{w}/long.en"], "--valid-src"),
+    (["train", "--out", "{w}/new", "--data", "{w}/other_data", "--lowercase"], "--lowercase"),
     (["prepare", "--out", "{w}/new", "--train-src", "{w}/three.en", "--train-tgt", "{w}/two.de"], "two.de"),
     (["prepare", "--out", "{w}/new", "--train-src", "{w}/bad.en", "--train-tgt", "{w}/two.de"], "bad.en"),
     (["prepare", "--out", "{w}/new", "--train-src", "{w}/empty.en", "--train-tgt", "{w}/empty.de"], "empty.en"),

@@ -132,7 +132,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     lang = args.lang or (translator.config.get("languages") or {}).get("target") or "en"
     decoding = "greedy" if args.beam == 1 else f"beam {args.beam}, alpha {args.alpha}"
     print(f"{len(hypotheses)} sentences, {decoding}")
-    for label, score in (("sacreBLEU", bleu(hypotheses, references)), ("chrF", chrf(hypotheses, references))):
+    lowercase = translator.tokenizer.lowercases  # a lowercasing model is scored case-insensitively (case:lc)
+    for label, score in (("sacreBLEU", bleu(hypotheses, references, lowercase)),
+                         ("chrF", chrf(hypotheses, references, lowercase))):
         print(f"{label:<10} {score.text}\n{'':<10} signature {score.signature}")
     tokenized = tokenized_lowercased_bleu(hypotheses, references, lang)
     print(f"BLEU {tokenized.score:.2f} on Moses-tokenised, lowercased text (as in Multi30k papers; "
@@ -154,7 +156,7 @@ def _best_alpha(translator: Translator, sources: list[str], references: list[str
     best: tuple[float, float, list[str]] | None = None
     for alpha in dict.fromkeys(args.alphas):
         hypotheses = translator.translate(sources, args.beam, alpha, args.batch_tokens)
-        score = bleu(hypotheses, references)
+        score = bleu(hypotheses, references, translator.tokenizer.lowercases)
         print(f"alpha {alpha:<5g} {score.text}")
         if best is None or score.score > best[0]:
             best = (score.score, alpha, hypotheses)

@@ -111,6 +111,9 @@ def add_corpus_arguments(data: argparse._ArgumentGroup) -> None:
                       help="skip pairs with a side longer than this many subwords (250)")
     data.add_argument("--sample-sentences", dest="sample_sentences", type=POSITIVE,
                       help="learn the vocabulary on a random sample of this many sentences (1,000,000)")
+    data.add_argument("--lowercase", action="store_true", default=None,
+                      help="the vocabulary lowercases all text, in training and in use: the model reads and writes "
+                           "lowercase (as the Multi30k papers' data; its sacreBLEU is then case-insensitive)")
     data.add_argument("--workers", type=POSITIVE,
                       help="processes that encode the corpus (default: the CPUs; none for a small corpus)")
 

@@ -14,7 +14,8 @@ from aiayn.model.config import ModelConfig
 
 RAW_CORPUS_FLAGS = {"train_src": "--train-src", "train_tgt": "--train-tgt", "valid_src": "--valid-src",
                     "valid_tgt": "--valid-tgt", "vocab_size": "--vocab-size", "max_length": "--max-length",
-                    "sample_sentences": "--sample-sentences", "multi30k": "--multi30k"}
+                    "sample_sentences": "--sample-sentences", "lowercase": "--lowercase",
+                    "multi30k": "--multi30k"}
 TRAIN_DEFAULTS = TrainingDefaults(eval_every=500, log_every=10, batch_tokens=8000,
                                   batch_help="source+target tokens per batch, padding included (the log says its "
                                              "share; fairseq's --max-tokens counts one side: its 4,096 is about "
@@ -177,7 +178,8 @@ def _prepare(args: argparse.Namespace) -> int:
         raise InputError("give the corpus: --train-src and --train-tgt")
     defaults = PrepareOptions()
     options = PrepareOptions(args.vocab_size or defaults.vocab_size, args.max_length or defaults.max_length,
-                             args.sample_sentences or defaults.sample_sentences, args.seed, args.workers)
+                             args.sample_sentences or defaults.sample_sentences, args.seed, args.workers,
+                             bool(args.lowercase))
     prepare(args.out, args.train_src, args.train_tgt, args.valid_src, args.valid_tgt, options, args.overwrite)
     return 0
 

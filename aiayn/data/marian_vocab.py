@@ -16,7 +16,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from aiayn.data.tokenizer import Tokenizer
+from aiayn.data.tokenizer import Tokenizer, case_folds
 
 SOURCE_SPM, TARGET_SPM, VOCAB_JSON = "source.spm", "target.spm", "vocab.json"
 MARIAN_FILES = (SOURCE_SPM, TARGET_SPM, VOCAB_JSON)
@@ -53,6 +53,11 @@ class MarianVocabTokenizer:
         self.id_to_piece: list[str] = pieces  # type: ignore[assignment]  # no None left
         self.unk_id = vocab[UNK]
         self.skipped_ids = {vocab[p] for p in (UNK, EOS, PAD) if p in vocab}
+
+    @property
+    def lowercases(self) -> bool:
+        """Whether the source model case-folds its input."""
+        return case_folds(self.source)
 
     @classmethod
     def load(cls, directory: str | Path) -> "MarianVocabTokenizer":

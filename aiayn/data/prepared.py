@@ -161,6 +161,7 @@ class PrepareOptions:
     sample_sentences: int = 1_000_000  # sentences (source and target together) SentencePiece learns from
     seed: int = 1
     workers: int | None = None  # None: the CPUs, or none at all for a small corpus
+    lowercase: bool = False  # the vocabulary case-folds all text (Tokenizer.train)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "max_length", "sample_sentences"):
@@ -170,9 +171,11 @@ class PrepareOptions:
             raise InputError(f"max_length {self.max_length} is too large")
 
     def identity(self) -> dict[str, Any]:
-        """What decides the output (workers do not)."""
+        """What decides the output (workers do not). `lowercase` only when set: data prepared
+        before the option existed stays up to date."""
         return {"vocab_size": self.vocab_size, "max_length": self.max_length,
-                "sample_sentences": self.sample_sentences, "seed": self.seed}
+                "sample_sentences": self.sample_sentences, "seed": self.seed,
+                **({"lowercase": True} if self.lowercase else {})}
 
 
 def _learn_vocabulary(train_src: str, train_tgt: str, options: PrepareOptions) -> tuple[Tokenizer, int]:
@@ -190,7 +193,8 @@ def _learn_vocabulary(train_src: str, train_tgt: str, options: PrepareOptions) -
             failure = error
 
     try:
-        tokenizer = Tokenizer.train(sentences(), options.vocab_size, options.sample_sentences, options.seed)
+        tokenizer = Tokenizer.train(sentences(), options.vocab_size, options.sample_sentences, options.seed,
+                                    lowercase=options.lowercase)
     except RuntimeError as error:  # SentencePiece refuses e.g. a vocabulary smaller than the characters seen
         if failure or lines == 0:
             raise failure or CorpusError(f"{train_src}: empty corpus") from None

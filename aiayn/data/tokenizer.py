@@ -27,12 +27,14 @@ class Tokenizer:
 
     @classmethod
     def train(cls, sentences: Iterable[str], vocab_size: int, max_sentences: int = 2_000_000,
-              seed: int = 1, symbols: tuple[str, ...] = ()) -> "Tokenizer":
+              seed: int = 1, symbols: tuple[str, ...] = (), lowercase: bool = False) -> "Tokenizer":
         """Learn a BPE vocabulary of about `vocab_size` pieces on the given (source + target) text.
 
         The sentences stream through SentencePiece, which keeps a random sample of at most
         `max_sentences` of them (reservoir sampling, seeded): any size of corpus fits in memory.
-        `symbols` are pieces of their own (e.g. BERT's <mask>), ids 4, 5, ... after <unk>."""
+        `symbols` are pieces of their own (e.g. BERT's <mask>), ids 4, 5, ... after <unk>.
+        `lowercase`: the model case-folds all text it encodes, in training and in use alike (its
+        normalisation rule says so), as the Multi30k papers' lowercased data did."""
         model = io.BytesIO()
         spm.set_random_generator_seed(seed)
         spm.SentencePieceTrainer.train(
@@ -40,7 +42,8 @@ class Tokenizer:
             model_type="bpe", vocab_size=vocab_size, byte_fallback=True, character_coverage=1.0,
             pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID,
             input_sentence_size=max_sentences, shuffle_input_sentence=True,
-            hard_vocab_limit=False, num_threads=2, minloglevel=2, user_defined_symbols=list(symbols))
+            hard_vocab_limit=False, num_threads=2, minloglevel=2, user_defined_symbols=list(symbols),
+            normalization_rule_name="nmt_nfkc_cf" if lowercase else "nmt_nfkc")
         return cls(model.getvalue())
 
     @classmethod
@@ -54,6 +57,11 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return self.processor.get_piece_size()
 
+    @property
+    def lowercases(self) -> bool:
+        """Whether this vocabulary case-folds its input (so its output is lowercase)."""
+        return case_folds(self.processor)
+
     def encode(self, texts: list[str]) -> list[list[int]]:
         return self.processor.encode(texts)
 
@@ -63,3 +71,8 @@ class Tokenizer:
     def pieces(self, ids: list[int]) -> list[str]:
         """The subword pieces of ids, for labelling pictures."""
         return [self.processor.id_to_piece(i) for i in ids]
+
+
+def case_folds(processor: spm.SentencePieceProcessor) -> bool:
+    """Whether a SentencePiece model's normalisation lowercases text."""
+    return processor.normalize("A") == processor.normalize("a")

@@ -20,17 +20,18 @@ def _check(hypotheses: list[str], references: list[str]) -> None:
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
 
 
-def bleu(hypotheses: list[str], references: list[str]) -> Score:
-    """Corpus sacreBLEU (13a tokenisation, mixed case) of raw, detokenised text."""
+def bleu(hypotheses: list[str], references: list[str], lowercase: bool = False) -> Score:
+    """Corpus sacreBLEU (13a tokenisation, mixed case) of raw, detokenised text; `lowercase` (for
+    a model that writes lowercase) scores case-insensitively, and the signature says case:lc."""
     _check(hypotheses, references)
-    metric = BLEU()
+    metric = BLEU(lowercase=lowercase)
     result = metric.corpus_score(hypotheses, [references])
     return Score(result.score, str(metric.get_signature()), str(result))
 
 
-def chrf(hypotheses: list[str], references: list[str]) -> Score:
+def chrf(hypotheses: list[str], references: list[str], lowercase: bool = False) -> Score:
     _check(hypotheses, references)
-    metric = CHRF()
+    metric = CHRF(lowercase=lowercase)
     result = metric.corpus_score(hypotheses, [references])
     return Score(result.score, str(metric.get_signature()), str(result))
 

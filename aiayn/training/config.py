@@ -29,6 +29,7 @@ class TrainConfig:
     vocab_size: int = 8000  # shared BPE vocabulary learned on source + target training text
     max_length: int = 250  # subword tokens per side; longer pairs are skipped and counted
     sample_sentences: int = 1_000_000  # sentences SentencePiece learns the vocabulary from (a random sample)
+    lowercase: bool = False  # the vocabulary case-folds all text (as the Multi30k papers' data)
     batch_tokens: int = 8000  # source + target tokens per batch, padding included (§5.1), per process
     batch_widths: int = DEFAULT_WIDTHS  # (source, target) widths batches are padded to: at most twice as many shapes
     accumulate: int = 1  # batches per process per optimizer step (an effective batch larger than memory holds)

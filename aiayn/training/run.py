@@ -121,7 +121,8 @@ def create_run(run_dir: Path, model_config: ModelConfig, config: TrainConfig, ov
             require_file(path)
     with building(run_dir, owned=is_run if overwrite else None) as staged:
         if not config.data:
-            options = PrepareOptions(config.vocab_size, config.max_length, config.sample_sentences, config.seed, workers)
+            options = PrepareOptions(config.vocab_size, config.max_length, config.sample_sentences, config.seed, workers,
+                                     config.lowercase)
             prepare(staged / RUN_DATA, config.train_src, config.train_tgt, config.valid_src, config.valid_tgt, options,
                     log=say)
             data = PreparedData(staged / RUN_DATA)

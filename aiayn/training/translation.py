@@ -50,7 +50,7 @@ class TranslationTask(Task):
         n = self.config.bleu_sentences or len(src_text)
         with autocast():
             hypotheses = Translator(self.model, self.tokenizer).translate(src_text[:n], beam=1)
-        score = bleu(hypotheses, tgt_text[:n])
+        score = bleu(hypotheses, tgt_text[:n], self.tokenizer.lowercases)
         metrics = {"valid_loss": smoothed / tokens, "valid_nll": nll / tokens, "valid_ppl": math.exp(nll / tokens),
                    "valid_bleu": score.score, "bleu_signature": score.signature}
         return metrics, score.score

@@ -11,6 +11,7 @@ import pytest
 
 from aiayn.data import prepared
 from aiayn.data.prepared import PreparedData, PrepareOptions, prepare
+from aiayn.errors import InputError
 
 OPTIONS = PrepareOptions(vocab_size=300, max_length=48)
 QUIET = dict(log=lambda message: None)
@@ -58,6 +59,16 @@ def test_workers_change_nothing_and_a_second_run_writes_nothing(corpus, tmp_path
     prepare(tmp_path / "one", *args, options=OPTIONS, log=said.append)
     assert "up to date" in said[0]
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "one").iterdir()} == before
+
+
+def test_lowercase_is_part_of_what_decides_the_data(corpus, tmp_path: Path) -> None:
+    args = (str(corpus["train.en"]), str(corpus["train.de"]))
+    lower = PrepareOptions(vocab_size=300, max_length=48, lowercase=True)
+    manifest = prepare(tmp_path / "data", *args, options=lower, **QUIET)
+    assert manifest["options"]["lowercase"] is True and "lowercase" not in OPTIONS.identity()
+    assert PreparedData(tmp_path / "data").tokenizer().lowercases
+    with pytest.raises(InputError, match="other inputs or options"):
+        prepare(tmp_path / "data", *args, options=OPTIONS, **QUIET)
 
 
 def test_an_interrupted_prepare_leaves_nothing(corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

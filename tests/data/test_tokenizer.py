@@ -38,3 +38,19 @@ def test_save_and_load_give_the_same_tokenizer(tokenizer: Tokenizer, tmp_path) -
     tokenizer.save(tmp_path / "tok.model")
     again = Tokenizer.load(tmp_path / "tok.model")
     assert again.encode(["Ein Hund läuft."]) == tokenizer.encode(["Ein Hund läuft."])
+
+
+def test_a_lowercasing_vocabulary_folds_case_in_use_as_in_training(multi30k_dir) -> None:
+    lines = read_lines(multi30k_dir / "val.de.gz")[:300]
+    lowering = Tokenizer.train(lines, vocab_size=600, lowercase=True)
+    again = Tokenizer(lowering.model_proto)  # the rule travels in the model, not in a flag beside it
+    assert lowering.lowercases and again.lowercases
+    assert again.encode(["Ein MANN läuft."]) == again.encode(["ein mann läuft."])
+    assert again.decode(again.encode(["Ein MANN läuft."])) == ["ein mann läuft."]
+    pieces = lowering.pieces(list(range(4, lowering.vocab_size)))
+    assert [p for p in pieces if p != p.lower() and not p.startswith("<0x")] == []  # byte pieces aside
+
+
+def test_a_vocabulary_keeps_case_by_default(tokenizer: Tokenizer) -> None:
+    assert not tokenizer.lowercases
+    assert tokenizer.decode(tokenizer.encode(["Ein Mann"])) == ["Ein Mann"]
