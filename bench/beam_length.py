@@ -39,7 +39,7 @@ def main() -> int:
                 start = time.perf_counter()
                 hypotheses = translator.translate(sources, args.beam, alpha)
                 seconds = time.perf_counter() - start
-            score = bleu(hypotheses, references)
+            score = bleu(hypotheses, references, translator.tokenizer.lowercases)
             print(f"{rule:<26} alpha {alpha:<4g} {score.text.split(' (')[0]:<40} "
                   f"({score.text.split('(', 1)[1].split(' hyp_len')[0]}) {len(sources) / seconds:6.1f} sent/s")
     return 0

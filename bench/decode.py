@@ -215,7 +215,7 @@ def main() -> None:
         result["systems"][n] = dict(wall_s_median=round(median, 3), runs=[round(x, 3) for x in times[n]],
                                     sent_per_s=round(len(src_text) / median, 1),
                                     tgt_tok_per_s=round(sum(map(len, outputs[n])) / median, 1),
-                                    bleu=round(sacrebleu.corpus_bleu(hyp, [ref_text]).score, 2))
+                                    bleu=round(sacrebleu.corpus_bleu(hyp, [ref_text], lowercase=translator.tokenizer.lowercases).score, 2))
     for n in names:
         if n.startswith("aiayn"):
             suffix = n.rsplit("_", 1)[1]

@@ -59,9 +59,13 @@ def test_a_lowercase_run_writes_lowercase_and_is_scored_case_insensitively(
     run, upper = tmp_path / "run", tmp_path / "valid.EN"
     upper.write_text(number_corpus["valid_en"].read_text().upper())
     assert main(["train", "--preset", "tiny", "--lowercase", "--vocab-size", "300", "--batch-tokens", "600",
-                 "--max-steps", "2", "--out", str(run), "--train-src", str(number_corpus["train_en"]),
-                 "--train-tgt", str(number_corpus["train_de"])]) == 0
+                 "--max-steps", "2", "--eval-every", "2", "--bleu-sentences", "4", "--out", str(run),
+                 "--train-src", str(number_corpus["train_en"]), "--train-tgt", str(number_corpus["train_de"]),
+                 "--valid-src", str(number_corpus["valid_en"]), "--valid-tgt", str(number_corpus["valid_de"])]) == 0
     assert json.loads((run / "config.json").read_text())["training"]["lowercase"] is True
+    validations = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+                   if "bleu_signature" in line]
+    assert validations and all("case:lc" in v["bleu_signature"] for v in validations)
     capsys.readouterr()
     for source in (number_corpus["valid_en"], upper):  # the same translations whatever the input's case
         assert main(["evaluate", "--checkpoint", str(run), "--src", str(source), "--ref",

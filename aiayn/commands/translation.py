@@ -108,6 +108,10 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         if given:
             raise InputError(f"{next(iter(given))}: not with --resume (a resumed run keeps its model)")
+        corpus = [flag for name, flag in RAW_CORPUS_FLAGS.items() if getattr(args, name, None) is not None]
+        if corpus:
+            raise InputError(f"{corpus[0]}: not with --resume (a resumed run keeps its data and vocabulary; "
+                             "--data says where the data moved)")
         return resume_any(args)
     from aiayn.training.trainer import train
 

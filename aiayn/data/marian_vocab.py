@@ -56,8 +56,8 @@ class MarianVocabTokenizer:
 
     @property
     def lowercases(self) -> bool:
-        """Whether the source model case-folds its input."""
-        return case_folds(self.source)
+        """Whether the target model case-folds (so the model was trained to write lowercase)."""
+        return case_folds(self.target)
 
     @classmethod
     def load(cls, directory: str | Path) -> "MarianVocabTokenizer":

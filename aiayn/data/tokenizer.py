@@ -22,6 +22,7 @@ class Tokenizer:
     def __init__(self, model_proto: bytes):
         self.model_proto = model_proto
         self.processor = spm.SentencePieceProcessor(model_proto=model_proto)
+        self._lowercases = case_folds(self.processor)
         if (self.processor.pad_id(), self.processor.bos_id(), self.processor.eos_id()) != (PAD_ID, BOS_ID, EOS_ID):
             raise ValueError("tokenizer model does not use pad 0, bos 1, eos 2")
 
@@ -60,13 +61,15 @@ class Tokenizer:
     @property
     def lowercases(self) -> bool:
         """Whether this vocabulary case-folds its input (so its output is lowercase)."""
-        return case_folds(self.processor)
+        return self._lowercases
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         return self.processor.encode(texts)
 
     def decode(self, ids: list[list[int]]) -> list[str]:
-        return self.processor.decode(ids)
+        texts = self.processor.decode(ids)
+        # A case-folding vocabulary still has byte pieces that spell capitals (<0x41> is "A").
+        return [text.lower() for text in texts] if self._lowercases else texts
 
     def pieces(self, ids: list[int]) -> list[str]:
         """The subword pieces of ids, for labelling pictures."""

@@ -108,6 +108,8 @@ def create_run(run_dir: Path, model_config: ModelConfig, config: TrainConfig, ov
                              "--valid-tgt to `aiayn prepare`")
         data = PreparedData(config.data)  # checks the folder before anything is written
         data.tokenizer()  # and its tokenizer against the manifest
+        if config.lowercase and not data.manifest["options"].get("lowercase"):
+            raise InputError(f"lowercase: {config.data} was prepared without --lowercase (prepare it with it)")
         if config.average_last > 1 and data.valid_text() is None:
             raise InputError(f"--average-last {config.average_last}: nothing is validated to average ({config.data} "
                              "has no validation set)")
@@ -129,6 +131,7 @@ def create_run(run_dir: Path, model_config: ModelConfig, config: TrainConfig, ov
             config = dataclasses.replace(config, data=RUN_DATA)
         manifest = data.manifest
         config = dataclasses.replace(config, vocab_size=manifest["vocab_size"],
+                                     lowercase=manifest["options"].get("lowercase", False),
                                      max_length=manifest["options"]["max_length"])
         model_config = dataclasses.replace(model_config, vocab_size=manifest["vocab_size"])
         shutil.copyfile(data.tokenizer_path, staged / "tokenizer.model")

@@ -67,6 +67,9 @@ def test_lowercase_is_part_of_what_decides_the_data(corpus, tmp_path: Path) -> N
     manifest = prepare(tmp_path / "data", *args, options=lower, **QUIET)
     assert manifest["options"]["lowercase"] is True and "lowercase" not in OPTIONS.identity()
     assert PreparedData(tmp_path / "data").tokenizer().lowercases
+    said = []
+    prepare(tmp_path / "data", *args, options=lower, log=said.append)
+    assert "up to date" in said[0]
     with pytest.raises(InputError, match="other inputs or options"):
         prepare(tmp_path / "data", *args, options=OPTIONS, **QUIET)
 

@@ -400,3 +400,21 @@ def test_validation_is_skipped_while_it_has_taken_more_than_its_share(number_cor
                  if "valid_bleu" in line]
     assert validated == [1, 4]  # the first (nothing spent yet) and the last (the run's result)
     assert "step 2: validation skipped" in capsys.readouterr().err
+
+
+def test_a_lowercase_run_on_prepared_data_takes_the_datas_case_and_refuses_a_cased_one(number_corpus,
+                                                                                        tmp_path: Path) -> None:
+    from aiayn.data.prepared import PrepareOptions, prepare
+    from aiayn.errors import InputError
+    from aiayn.model import ModelConfig
+
+    model = ModelConfig.preset("tiny", d_model=16, d_ff=32)
+    for lowercase in (False, True):
+        prepare(tmp_path / f"data{lowercase}", str(number_corpus["train_en"]), str(number_corpus["train_de"]),
+                options=PrepareOptions(vocab_size=300, lowercase=lowercase), log=lambda m: None)
+    with pytest.raises(InputError, match="prepared without --lowercase"):
+        train(tmp_path / "cased", model, tiny_config(number_corpus, data=str(tmp_path / "dataFalse"), lowercase=True,
+                                                     max_steps=1))
+    assert not (tmp_path / "cased").exists()
+    train(tmp_path / "lower", model, tiny_config(number_corpus, data=str(tmp_path / "dataTrue"), max_steps=1))
+    assert json.loads((tmp_path / "lower" / "config.json").read_text())["training"]["lowercase"] is True

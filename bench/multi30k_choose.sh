@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# A finished Multi30k run's choices, made on the validation set only, then test_2016_flickr scored
+# once (issue: translation quality; every run is reported in docs/results/multi30k_en_de.md):
+#   bash bench/multi30k_choose.sh RUN SRC TGT          # validation: checkpoint, then alpha
+#   bash bench/multi30k_choose.sh RUN SRC TGT test     # and the test set, greedy and beam 4
+# RUN is a run folder of `aiayn train --multi30k SRC-TGT`; MULTI30K (default: the project's copy
+# beside it) holds the raw files. Checkpoints: the last, and the averages of the last 5 and 10
+# (RUN_avg5, RUN_avg10, replaced); the one with the highest greedy validation sacreBLEU is taken,
+# then the beam 4 length penalty with the highest validation sacreBLEU. Logs: RUN_{valid,alpha,test}.log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 3 ] || { echo "usage: bash bench/multi30k_choose.sh RUN SRC TGT [test]" >&2; exit 2; }
+RUN=${1%/} SRC=$2 TGT=$3
+MULTI30K=${MULTI30K:-$(cd ../shared/data/multi30k && pwd)}
+ALPHAS="0.6 1.0 1.4 1.8 2.2 3 4"
+evaluate() {  # evaluate ARGS...: aiayn evaluate without progress bars, the data folder's path as MULTI30K
+  .venv/bin/aiayn evaluate "$@" 2>/dev/null | sed "s|$MULTI30K|MULTI30K|g"
+}
+sacrebleu() { grep -m1 '^sacreBLEU' | sed 's/.*BLEU = \([0-9.]*\).*/\1/'; }
+
+for n in 5 10; do .venv/bin/aiayn average "$RUN" --last $n --out "${RUN}_avg$n" --overwrite >/dev/null; done
+last=$(ls -d "$RUN"/checkpoints/step_* | tail -1)
+best="" best_bleu=-1
+: > "${RUN}_valid.log"
+for checkpoint in "$last" "${RUN}_avg5" "${RUN}_avg10"; do
+  echo "== $checkpoint greedy val" | tee -a "${RUN}_valid.log"
+  out=$(evaluate --checkpoint "$checkpoint" --beam 1 --src "$MULTI30K/val.$SRC.gz" --ref "$MULTI30K/val.$TGT.gz")
+  echo "$out" | tee -a "${RUN}_valid.log"
+  score=$(echo "$out" | sacrebleu)
+  if python3 -c "import sys; sys.exit(not float('$score') > float('$best_bleu'))"; then best=$checkpoint best_bleu=$score; fi
+done
+echo "chosen on validation: $best (greedy sacreBLEU $best_bleu)" | tee -a "${RUN}_valid.log"
+evaluate --checkpoint "$best" --beam 4 --alphas $ALPHAS --src "$MULTI30K/val.$SRC.gz" --ref "$MULTI30K/val.$TGT.gz" \
+  | tee "${RUN}_alpha.log"
+alpha=$(sed -n 's/^best alpha on [^:]*: \([0-9.]*\);.*/\1/p' "${RUN}_alpha.log")
+[ "${4:-}" = test ] || exit 0
+: > "${RUN}_test.log"
+for name in greedy beam4; do
+  decoding="--beam 1"; [ $name = greedy ] || decoding="--beam 4 --alpha $alpha"
+  echo "== $best $decoding test_2016_flickr" | tee -a "${RUN}_test.log"
+  evaluate --checkpoint "$best" $decoding --src "$MULTI30K/test_2016_flickr.$SRC.gz" \
+    --ref "$MULTI30K/test_2016_flickr.$TGT.gz" --hyp "${RUN}_test.$name.$TGT" | tee -a "${RUN}_test.log"
+done
