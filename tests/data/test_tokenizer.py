@@ -49,6 +49,7 @@ def test_a_lowercasing_vocabulary_folds_case_in_use_as_in_training(multi30k_dir)
     assert again.decode(again.encode(["Ein MANN läuft."])) == ["ein mann läuft."]
     pieces = lowering.pieces(list(range(4, lowering.vocab_size)))
     assert [p for p in pieces if p != p.lower() and not p.startswith("<0x")] == []  # byte pieces aside
+    assert again.decode([[again.processor.piece_to_id("<0x41>")]]) == ["a"]  # a byte piece spelling "A"
 
 
 def test_a_vocabulary_keeps_case_by_default(tokenizer: Tokenizer) -> None:
