@@ -8,12 +8,13 @@
 # (RUN_avg5, RUN_avg10, replaced); the one with the highest greedy validation sacreBLEU is taken,
 # then the beam 4 length penalty with the highest validation sacreBLEU. Writes RUN_valid.log,
 # RUN_alpha.log, and with `test` RUN_test.log and the translations RUN_test.{greedy,beam4}.TGT;
-# a second `test` is refused while RUN_test.log exists (the test set is scored once).
+# a second `test` is refused while RUN_test.log exists (the test set is scored once; after a
+# failed `test`, read what it printed and remove RUN_test.log to try again).
 set -euo pipefail
 usage="usage: bash bench/multi30k_choose.sh RUN SRC TGT [test]"
 [ $# -ge 3 ] && [ $# -le 4 ] && { [ $# = 3 ] || [ "$4" = test ]; } || { echo "$usage" >&2; exit 2; }
 repo=$(cd "$(dirname "$0")/.." && pwd)
-RUN=$(realpath -m --relative-to="$repo" "${1%/}") SRC=$2 TGT=$3
+RUN=$(realpath -s -m --relative-to="$repo" "${1%/}") SRC=$2 TGT=$3
 MULTI30K=$(realpath -m "${MULTI30K:-$repo/../shared/data/multi30k}")
 cd "$repo"
 [ -d "$RUN/checkpoints" ] || { echo "multi30k_choose.sh: $RUN: not a training run (no checkpoints/)" >&2; exit 2; }
