@@ -19,6 +19,7 @@ from aiayn.model.transformer import (
     AttentionMaps,
     Decoder,
     DecoderCache,
+    Dropout,
     Embeddings,
     Encoder,
     LearnedPositionalEncoding,
@@ -94,7 +95,7 @@ class EncoderClassifier(nn.Module):
         self.config, self.pooling = config, pooling
         self.body = EncoderStack(config)
         self.pooler = nn.Linear(config.d_model, config.d_model)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.head = nn.Linear(config.d_model, n_labels)
         init_weights(self, config.d_model)
 
@@ -176,7 +177,7 @@ class VisionTransformer(nn.Module):
         self.patch_embedding = nn.Linear(image.patch * image.patch * image.channels, config.d_model)
         self.class_token = nn.Parameter(torch.zeros(1, 1, config.d_model))
         self.positions = LearnedPositionalEncoding(config.d_model, image.patches + 1)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.encoder = Encoder(config)
         self.head = nn.Linear(config.d_model, n_classes)
         init_weights(self, config.d_model)

@@ -168,6 +168,31 @@ class PositionwiseFeedForward(nn.Module):
         return self.linear2(self.activation(self.linear1(x)))
 
 
+class Dropout(nn.Module):
+    """§5.4's dropout: in training each element is zeroed with probability p and the rest scaled
+    by 1 / (1 - p); in evaluation the identity. Same as nn.Dropout, faster on a CPU.
+
+    On a CPU, torch's dropout draws its mask with `bernoulli_`, about twice the time of a uniform
+    draw compared with p (1.7x, bench/dropout.py); with dropout after every sub-layer that
+    was a fifth of a training step of the tiny Multi30k model. Elsewhere torch's fused kernel is used.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, training=True)
+        keep = torch.rand(x.shape, device=x.device) >= self.p
+        return x * keep * (1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class ResidualNorm(nn.Module):
     """§3.1 and §5.4: the output of each sub-layer is LayerNorm(x + Dropout(Sublayer(x))).
 
@@ -179,7 +204,7 @@ class ResidualNorm(nn.Module):
     def __init__(self, d_model: int, dropout: float, placement: str):
         super().__init__()
         self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.pre_norm = placement == "pre"
 
     def sublayer_input(self, x: Tensor) -> Tensor:
@@ -317,7 +342,7 @@ class Embeddings(nn.Module):
         position_class = (SinusoidalPositionalEncoding if config.positional_encoding == "sinusoidal"
                           else LearnedPositionalEncoding)
         self.positions = position_class(config.d_model, config.max_positions)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, tokens: Tensor, offset: int = 0) -> Tensor:
         x = self.tokens(tokens) * self.scale + self.positions(tokens.size(1), offset)

@@ -10,6 +10,7 @@ from torch import nn
 from aiayn import ModelConfig, Transformer
 from aiayn.model.transformer import (
     DecoderLayer,
+    Dropout,
     EncoderLayer,
     MultiHeadAttention,
     key_padding_mask,
@@ -124,6 +125,28 @@ def test_learned_positions_are_table_3_row_e_with_a_clear_limit() -> None:
 
 
 # ----------------------------------------------------------------------------- masks and invariances
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dropout_zeroes_a_fraction_p_scales_the_rest_and_routes_gradients_through_them(dtype) -> None:
+    torch.manual_seed(0)
+    dropout = Dropout(0.3).train()
+    x = torch.full((400, 500), 2.0, dtype=dtype, requires_grad=True)
+    y = dropout(x)
+    kept = y != 0
+    assert y.dtype == dtype
+    assert abs(kept.float().mean().item() - 0.7) < 0.005  # 200,000 draws: 5 standard deviations
+    assert torch.allclose(y[kept].float(), torch.tensor(2.0 / 0.7), rtol=1e-2)
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept)
+    assert torch.allclose(x.grad[kept].float(), torch.tensor(1 / 0.7), rtol=1e-2)
+    assert not torch.equal(dropout(x), y)  # a new mask each call
+
+
+def test_dropout_is_the_identity_in_evaluation_and_at_p_0() -> None:
+    x = torch.randn(3, 4)
+    assert Dropout(0.5).eval()(x) is x
+    assert Dropout(0.0).train()(x) is x
+
 
 def test_look_ahead_mask_is_lower_triangular_and_offsets_for_the_cache() -> None:
     assert torch.equal(look_ahead_mask(4, 4), torch.ones(4, 4, dtype=torch.bool).tril())
