@@ -124,9 +124,9 @@ def test_learned_positions_are_table_3_row_e_with_a_clear_limit() -> None:
         model(torch.randint(3, 50, (2, 9)), torch.randint(3, 50, (2, 3)))
 
 
-# ----------------------------------------------------------------------------- masks and invariances
+# ----------------------------------------------------------------------------- dropout (§5.4)
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_dropout_zeroes_a_fraction_p_scales_the_rest_and_routes_gradients_through_them(dtype) -> None:
     torch.manual_seed(0)
     dropout = Dropout(0.3).train()
@@ -142,11 +142,15 @@ def test_dropout_zeroes_a_fraction_p_scales_the_rest_and_routes_gradients_throug
     assert not torch.equal(dropout(x), y)  # a new mask each call
 
 
-def test_dropout_is_the_identity_in_evaluation_and_at_p_0() -> None:
+def test_dropout_is_the_identity_in_evaluation_and_at_p_0_and_refuses_p_1() -> None:
     x = torch.randn(3, 4)
     assert Dropout(0.5).eval()(x) is x
     assert Dropout(0.0).train()(x) is x
+    with pytest.raises(ValueError, match="dropout must be in"):
+        Dropout(1.0)
 
+
+# ----------------------------------------------------------------------------- masks and invariances
 
 def test_look_ahead_mask_is_lower_triangular_and_offsets_for_the_cache() -> None:
     assert torch.equal(look_ahead_mask(4, 4), torch.ones(4, 4, dtype=torch.bool).tril())
