@@ -29,8 +29,8 @@ def main() -> None:
     src, _, tgt = args.pair.partition("-")
     missing = [f"{split}.{lang}.gz" for split in SPLITS for lang in (src, tgt)
                if not (args.multi30k / f"{split}.{lang}.gz").is_file()]
-    if not tgt or missing:
-        parser.error(f"--pair {args.pair}: give SRC-TGT" if not tgt else f"{args.multi30k}: no {missing[0]}")
+    if not (src and tgt) or missing:
+        parser.error(f"--pair {args.pair}: give SRC-TGT" if not (src and tgt) else f"{args.multi30k}: no {missing[0]}")
     ratios = {}
     for split in SPLITS:
         source, target = words(args.multi30k / f"{split}.{src}.gz"), words(args.multi30k / f"{split}.{tgt}.gz")
