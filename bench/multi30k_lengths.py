@@ -1,6 +1,6 @@
 """Target-to-source length ratio of each Multi30k split, in sacreBLEU's 13a words: how long the
-references are for their sources. A model learns the training split's ratio; a split whose ratio
-differs gets output too long or too short for its references whatever the length penalty.
+references are for their sources. A model learns the training split's ratio; on a split whose ratio
+differs, its output runs long or short, and a length penalty tuned on one split moves both alike.
 
     .venv/bin/python bench/multi30k_lengths.py MULTI30K [--pair en-de]
 """
