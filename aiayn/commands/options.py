@@ -114,6 +114,11 @@ def add_corpus_arguments(data: argparse._ArgumentGroup) -> None:
     data.add_argument("--lowercase", action="store_true", default=None,
                       help="the vocabulary lowercases all text, in training and in use: the model reads and writes "
                            "lowercase (as the Multi30k papers' data; its sacreBLEU is then case-insensitive)")
+    data.add_argument("--bpe-dropout", dest="bpe_dropout", type=FRACTION,
+                      help="segment the training pairs with BPE-dropout: each merge left out with this probability "
+                           "(Provilkov et al. 2020; 0.1 there); translation keeps the plain segmentation")
+    data.add_argument("--segmentations", type=POSITIVE,
+                      help="with --bpe-dropout: copies of the training pairs, each segmented anew (1)")
     data.add_argument("--workers", type=POSITIVE,
                       help="processes that encode the corpus (default: the CPUs; none for a small corpus)")
 

@@ -15,6 +15,7 @@ from aiayn.model.config import ModelConfig
 RAW_CORPUS_FLAGS = {"train_src": "--train-src", "train_tgt": "--train-tgt", "valid_src": "--valid-src",
                     "valid_tgt": "--valid-tgt", "vocab_size": "--vocab-size", "max_length": "--max-length",
                     "sample_sentences": "--sample-sentences", "lowercase": "--lowercase",
+                    "bpe_dropout": "--bpe-dropout", "segmentations": "--segmentations",
                     "multi30k": "--multi30k"}
 TRAIN_DEFAULTS = TrainingDefaults(eval_every=500, log_every=10, batch_tokens=8000,
                                   batch_help="source+target tokens per batch, padding included (the log says its "
@@ -183,7 +184,8 @@ def _prepare(args: argparse.Namespace) -> int:
     defaults = PrepareOptions()
     options = PrepareOptions(args.vocab_size or defaults.vocab_size, args.max_length or defaults.max_length,
                              args.sample_sentences or defaults.sample_sentences, args.seed, args.workers,
-                             bool(args.lowercase))
+                             bool(args.lowercase), args.bpe_dropout or defaults.bpe_dropout,
+                             args.segmentations or defaults.segmentations)
     prepare(args.out, args.train_src, args.train_tgt, args.valid_src, args.valid_tgt, options, args.overwrite)
     return 0
 

@@ -14,6 +14,8 @@ in parallel worker processes, and writes flat arrays that training reads pair by
     DATA/train.lengths.bin      [pairs, 2] source and target lengths (uint16, or uint32 past 65,535)
     DATA/valid.src.txt, valid.tgt.txt   the validation text as given (raw: BLEU is scored on raw text)
 
+With BPE-dropout (`bpe_dropout`, `segmentations` K), the training pairs are written K times, each
+time segmented anew (aiayn.data.bpe_dropout), one copy after the other: training shuffles them all.
 All files are little-endian raw arrays (numpy.fromfile / numpy.memmap with the manifest's dtypes).
 DATA is built in a hidden sibling folder and renamed into place when complete, so an interrupted
 `prepare` leaves nothing that `train` would accept. Training keeps only the lengths in memory
@@ -25,6 +27,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import random
 import sys
 import time
 from collections import deque
@@ -37,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from aiayn.data.bpe_dropout import BPEDropout
 from aiayn.data.corpus import CorpusError, iter_parallel, read_lines, require_file
 from aiayn.data.tokenizer import Tokenizer
 from aiayn.errors import InputError
@@ -45,6 +49,7 @@ from aiayn.files import building, check_output_dir, holds_only, write_atomic
 FORMAT, VERSION = "aiayn-prepared-data", 1
 CHUNK_PAIRS = 20_000  # pairs per task sent to a worker process
 SMALL_INPUT_BYTES = 20 * 1024 * 1024  # below this, encoding in-process beats starting workers
+BPE_DROPOUT_COST = 20  # BPE-dropout's time per byte, in SentencePiece's (Python against C++)
 
 
 def file_identity(path: str | Path) -> dict[str, Any]:
@@ -77,11 +82,25 @@ def is_prepared(path: Path) -> bool:
 # ----------------------------------------------------------------------------- encoding, in workers
 
 _worker_tokenizer: Tokenizer | None = None
+_worker_dropout: BPEDropout | None = None
 
 
 def _start_worker(model_proto: bytes) -> None:
-    global _worker_tokenizer
+    global _worker_tokenizer, _worker_dropout
     _worker_tokenizer = Tokenizer(model_proto)
+    _worker_dropout = None  # built when a chunk first needs it
+
+
+def _encode(texts: list[str], first_line: int, side: str, dropout: float, copy_seed: str) -> list[list[int]]:
+    """SentencePiece's ids, or BPE-dropout's with each line's own generator (seeded by the copy,
+    the side and the line number): the same ids whatever the workers and chunks."""
+    global _worker_dropout
+    if not dropout:
+        return _worker_tokenizer.encode(texts)
+    if _worker_dropout is None:
+        _worker_dropout = BPEDropout(_worker_tokenizer)
+    return [_worker_dropout.encode(text, dropout, random.Random(f"{copy_seed}:{side}:{first_line + k}"))
+            for k, text in enumerate(texts)]
 
 
 @dataclass
@@ -96,10 +115,10 @@ class EncodedChunk:
     examples: list[str]  # a few skipped lines, for the report
 
 
-def _encode_chunk(task: tuple[int, list[str], list[str], int, str, str]) -> EncodedChunk:
-    first_line, src, tgt, max_length, id_dtype, length_dtype = task
-    encode = _worker_tokenizer.encode
-    src_ids, tgt_ids = encode(src), encode(tgt)
+def _encode_chunk(task: tuple[int, list[str], list[str], int, str, str, float, str]) -> EncodedChunk:
+    first_line, src, tgt, max_length, id_dtype, length_dtype, dropout, copy_seed = task
+    src_ids = _encode(src, first_line, "src", dropout, copy_seed)
+    tgt_ids = _encode(tgt, first_line, "tgt", dropout, copy_seed)
     kept_src, kept_tgt, lengths, examples = [], [], [], []
     empty = too_long = 0
     for offset, (s, t) in enumerate(zip(src_ids, tgt_ids)):
@@ -162,20 +181,28 @@ class PrepareOptions:
     seed: int = 1
     workers: int | None = None  # None: the CPUs, or none at all for a small corpus
     lowercase: bool = False  # the vocabulary case-folds all text (Tokenizer.train)
+    bpe_dropout: float = 0.0  # the training pairs segmented with BPE-dropout (aiayn.data.bpe_dropout)
+    segmentations: int = 1  # copies of the training pairs, each segmented anew (with bpe_dropout)
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "max_length", "sample_sentences"):
+        for name in ("vocab_size", "max_length", "sample_sentences", "segmentations"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_length > 2**32 - 1:
             raise InputError(f"max_length {self.max_length} is too large")
+        if not 0 <= self.bpe_dropout < 1:
+            raise InputError(f"bpe_dropout must be in [0, 1), got {self.bpe_dropout}")
+        if self.segmentations > 1 and not self.bpe_dropout:
+            raise InputError(f"segmentations {self.segmentations} needs bpe_dropout above 0 (--bpe-dropout): "
+                             "without it every copy would be the same")
 
     def identity(self) -> dict[str, Any]:
-        """What decides the output (workers do not). `lowercase` only when set: data prepared
-        before the option existed stays up to date."""
+        """What decides the output (workers do not). Options added later only when set: data
+        prepared before they existed stays up to date."""
         return {"vocab_size": self.vocab_size, "max_length": self.max_length,
                 "sample_sentences": self.sample_sentences, "seed": self.seed,
-                **({"lowercase": True} if self.lowercase else {})}
+                **({"lowercase": True} if self.lowercase else {}),
+                **({"bpe_dropout": self.bpe_dropout, "segmentations": self.segmentations} if self.bpe_dropout else {})}
 
 
 def _learn_vocabulary(train_src: str, train_tgt: str, options: PrepareOptions) -> tuple[Tokenizer, int]:
@@ -216,7 +243,9 @@ def _write_train_split(staged: Path, train_src: str, train_tgt: str, tokenizer: 
     try:
         files["src.idx"].write(np.zeros(1, "<i8").tobytes())
         files["tgt.idx"].write(np.zeros(1, "<i8").tobytes())
-        tasks = ((first, src, tgt, options.max_length, id_dtype, length_dtype)
+        tasks = ((first, src, tgt, options.max_length, id_dtype, length_dtype, options.bpe_dropout,
+                  f"{options.seed}:{copy}")
+                 for copy in range(options.segmentations)
                  for first, src, tgt in _chunks(iter_parallel(train_src, train_tgt), CHUNK_PAIRS))
         for chunk in _ordered_map(_encode_chunk, tasks, workers, _start_worker, (tokenizer.model_proto,)):
             files["src.bin"].write(chunk.src_ids.tobytes())
@@ -301,16 +330,20 @@ def prepare(out: str | Path, train_src: str, train_tgt: str, valid_src: str | No
     if time.perf_counter() - started > 5:  # progress for a large corpus; quiet for a small one
         log(f"learned a shared vocabulary of {tokenizer.vocab_size} pieces on a sample of up to "
             f"{options.sample_sentences:,} of {2 * lines:,} sentences in {time.perf_counter() - started:.0f} s")
-    input_bytes = sum(identities[n]["bytes"] for n in ("train_src", "train_tgt"))
+    # The work: the bytes encoded, once per segmentation; BPE-dropout runs in Python, ~20x slower.
+    work = sum(identities[n]["bytes"] for n in ("train_src", "train_tgt")) * options.segmentations * (
+        BPE_DROPOUT_COST if options.bpe_dropout else 1)
     workers = options.workers if options.workers is not None else (
-        1 if input_bytes < SMALL_INPUT_BYTES else min(8, len(os.sched_getaffinity(0))))
+        1 if work < SMALL_INPUT_BYTES else min(8, len(os.sched_getaffinity(0))))
     with building(out, owned=is_prepared if overwrite else None) as staged:
         tokenizer.save(staged / "tokenizer.model")
         encoding_started = time.perf_counter()
 
+        to_encode = lines * options.segmentations
+
         def progress(done: int) -> None:
             rate = done / max(time.perf_counter() - encoding_started, 1e-9)
-            log(f"encoded {done:,} of {lines:,} pairs ({rate:,.0f} pairs/s, ETA {(lines - done) / rate:.0f} s)")
+            log(f"encoded {done:,} of {to_encode:,} pairs ({rate:,.0f} pairs/s, ETA {(to_encode - done) / rate:.0f} s)")
 
         train = _write_train_split(staged, train_src, train_tgt, tokenizer, options, workers,
                                    _every(progress, seconds=10))
@@ -320,9 +353,11 @@ def prepare(out: str | Path, train_src: str, train_tgt: str, valid_src: str | No
                     "vocab_size": tokenizer.vocab_size, "tokenizer_sha256": hashlib.sha256(tokenizer.model_proto).hexdigest(),
                     "train": train, "valid": valid, "seconds": round(seconds, 1), "workers": workers}
         write_atomic(staged / "manifest.json", json.dumps(manifest, indent=1))
-    log(f"prepared {train['pairs']:,} pairs ({train['skipped']['empty']:,} skipped as empty, "
+    copies = (f"{options.segmentations} segmentation{'s' if options.segmentations > 1 else ''} with BPE-dropout "
+              f"{options.bpe_dropout} of {lines:,} lines: " if options.bpe_dropout else "")
+    log(f"prepared {copies}{train['pairs']:,} pairs ({train['skipped']['empty']:,} skipped as empty, "
         f"{train['skipped']['too_long']:,} as longer than {options.max_length}) into {out} in {seconds:.0f} s "
-        f"({lines / seconds:,.0f} pairs/s, {workers} worker{'s' if workers > 1 else ''})")
+        f"({train['lines'] / seconds:,.0f} pairs/s, {workers} worker{'s' if workers > 1 else ''})")
     return manifest
 
 

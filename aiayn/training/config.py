@@ -30,6 +30,8 @@ class TrainConfig:
     max_length: int = 250  # subword tokens per side; longer pairs are skipped and counted
     sample_sentences: int = 1_000_000  # sentences SentencePiece learns the vocabulary from (a random sample)
     lowercase: bool = False  # the vocabulary case-folds all text (as the Multi30k papers' data)
+    bpe_dropout: float = 0.0  # training pairs segmented with BPE-dropout (aiayn.data.bpe_dropout)
+    segmentations: int = 1  # copies of the training pairs, each segmented anew
     batch_tokens: int = 8000  # source + target tokens per batch, padding included (§5.1), per process
     batch_widths: int = DEFAULT_WIDTHS  # (source, target) widths batches are padded to: at most twice as many shapes
     accumulate: int = 1  # batches per process per optimizer step (an effective batch larger than memory holds)
@@ -59,7 +61,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not (self.max_steps or self.max_epochs or self.time_budget_s):
             raise InputError("no stopping rule: give --max-steps, --max-epochs or --time-budget")
-        at_least_one = ("vocab_size", "max_length", "sample_sentences", "batch_tokens", "batch_widths", "accumulate",
+        at_least_one = ("vocab_size", "max_length", "sample_sentences", "segmentations", "batch_tokens", "batch_widths", "accumulate",
                         "eval_every", "save_every", "keep_last", "log_every", "average_last")
         for name in at_least_one:
             if getattr(self, name) < 1:
@@ -76,6 +78,11 @@ class TrainConfig:
             raise InputError(f"average_last must be at most {MOST_AVERAGED}, got {self.average_last}")
         if not 0.0 < self.valid_share <= 1.0:
             raise InputError(f"valid_share must be in (0, 1], got {self.valid_share}")
+        if not 0.0 <= self.bpe_dropout < 1.0:
+            raise InputError(f"bpe_dropout must be in [0, 1), got {self.bpe_dropout}")
+        if self.segmentations > 1 and not self.bpe_dropout:
+            raise InputError(f"segmentations {self.segmentations} needs bpe_dropout above 0 (--bpe-dropout): "
+                             "without it every copy would be the same")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise InputError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not (self.lr_scale > 0 and 0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1 and self.adam_eps > 0):

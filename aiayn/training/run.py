@@ -124,7 +124,7 @@ def create_run(run_dir: Path, model_config: ModelConfig, config: TrainConfig, ov
     with building(run_dir, owned=is_run if overwrite else None) as staged:
         if not config.data:
             options = PrepareOptions(config.vocab_size, config.max_length, config.sample_sentences, config.seed, workers,
-                                     config.lowercase)
+                                     config.lowercase, config.bpe_dropout, config.segmentations)
             prepare(staged / RUN_DATA, config.train_src, config.train_tgt, config.valid_src, config.valid_tgt, options,
                     log=say)
             data = PreparedData(staged / RUN_DATA)
@@ -132,6 +132,8 @@ def create_run(run_dir: Path, model_config: ModelConfig, config: TrainConfig, ov
         manifest = data.manifest
         config = dataclasses.replace(config, vocab_size=manifest["vocab_size"],
                                      lowercase=manifest["options"].get("lowercase", False),
+                                     bpe_dropout=manifest["options"].get("bpe_dropout", 0.0),
+                                     segmentations=manifest["options"].get("segmentations", 1),
                                      max_length=manifest["options"]["max_length"])
         model_config = dataclasses.replace(model_config, vocab_size=manifest["vocab_size"])
         shutil.copyfile(data.tokenizer_path, staged / "tokenizer.model")

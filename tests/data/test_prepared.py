@@ -2,6 +2,7 @@
 of workers, idempotent, nothing left by an interrupted run, validation text kept line for line."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -72,6 +73,39 @@ def test_lowercase_is_part_of_what_decides_the_data(corpus, tmp_path: Path) -> N
     assert "up to date" in said[0]
     with pytest.raises(InputError, match="other inputs or options"):
         prepare(tmp_path / "data", *args, options=OPTIONS, **QUIET)
+
+
+def test_bpe_dropout_writes_each_pair_once_per_segmentation_whatever_the_workers(
+        corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prepared, "CHUNK_PAIRS", 300)  # several chunks, shared out among the workers
+    args = (str(corpus["train.en"]), str(corpus["train.de"]))
+    sampled = PrepareOptions(vocab_size=300, max_length=48, bpe_dropout=0.2, segmentations=3)
+    manifest = prepare(tmp_path / "one", *args, options=sampled, **QUIET)
+    prepare(tmp_path / "two", *args, options=dataclasses.replace(sampled, workers=2), **QUIET)
+    for name in ("train.src.bin", "train.tgt.bin", "train.src.idx", "train.lengths.bin"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    data = PreparedData(tmp_path / "one")
+    tokenizer = data.tokenizer()
+    assert data.pairs == 3 * 2000 and manifest["train"]["skipped"]["empty"] == 3
+    assert manifest["options"]["bpe_dropout"] == 0.2 and manifest["options"]["segmentations"] == 3
+    copies = [data.read_pairs([copy * 2000 + 7, copy * 2000 + 1999]) for copy in range(3)]
+    lines = {side: corpus[f"train.{side}"].read_text().splitlines() for side in ("en", "de")}
+    texts = [lines["en"][7], lines["en"][1999], lines["de"][7], lines["de"][1999]]
+    for src, tgt in copies:  # every copy holds the same text
+        assert tokenizer.decode([ids.tolist() for ids in src + tgt]) == texts
+    segmentations = {tuple(np.concatenate(src + tgt).tolist()) for src, tgt in copies}
+    plain = tuple(i for ids in tokenizer.encode(texts) for i in ids)
+    assert len(segmentations) == 3 and plain not in segmentations
+    with pytest.raises(InputError, match="other inputs or options"):  # the options decide the data
+        prepare(tmp_path / "one", *args, options=dataclasses.replace(sampled, bpe_dropout=0.1), **QUIET)
+
+
+def test_bpe_dropout_options_are_checked() -> None:
+    with pytest.raises(InputError, match="bpe_dropout"):
+        PrepareOptions(bpe_dropout=1.0)
+    with pytest.raises(InputError, match="needs bpe_dropout"):
+        PrepareOptions(segmentations=2)
+    assert "bpe_dropout" not in OPTIONS.identity()
 
 
 def test_an_interrupted_prepare_leaves_nothing(corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
