@@ -107,6 +107,7 @@ CASES = [
     ([*TRAIN, "--out", "{w}/new", *CORPUS, "--bpe-dropout", "1"], "--bpe-dropout"),
     ([*TRAIN, "--out", "{w}/new", *CORPUS, "--segmentations", "3"], "needs bpe_dropout"),
     ([*TRAIN, "--out", "{w}/new", *CORPUS, "--segmentations", "0"], "--segmentations"),
+    ([*TRAIN, "--out", "{w}/new", *CORPUS, "--bpe-dropout", "0.1", "--segmentations", "1001"], "--segmentations"),
     (["train", "--out", "{w}/new", "--data", "{w}/other_data", "--max-steps", "2", "--bpe-dropout", "0.1"],
      "--bpe-dropout"),
     (["prepare", "--out", "{w}/new", "--train-src", "{w}/long.en", "--train-tgt", "{w}/long.de",

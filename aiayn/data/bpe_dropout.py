@@ -2,15 +2,15 @@
 
 BPE segments a word by repeatedly merging the adjacent pair of symbols whose merge ranks highest.
 BPE-dropout drops each possible merge of a step with probability p, so the same word is split
-into different, smaller pieces of the same vocabulary from one copy of the data to the next; the
-model learns how words are composed, which helps most when the corpus is small. Translation at
-test time uses the ordinary segmentation (p = 0).
+into different, mostly smaller pieces of the same vocabulary from one copy of the data to the next;
+the model learns how words are composed. Translation at test time uses the ordinary segmentation
+(p = 0).
 
 SentencePiece samples segmentations too (`enable_sampling`), but its generator is seeded once per
 thread, not per call, so prepared data would depend on the order work reached each process; and
-it drops a merge for good once drawn, where the paper draws every possible merge again at every
+it drops a merge for good once skipped, where the paper draws every possible merge again at every
 step. This is the paper's algorithm over a SentencePiece BPE vocabulary (without user-defined
-symbols: those of `aiayn prepare`), drawing from the generator it is given. With p = 0 it equals
+symbols, which `aiayn prepare` never makes; with byte fallback), drawing from the generator it is given. With p = 0 it equals
 SentencePiece's own encoding (tests/data/test_bpe_dropout.py checks it on Multi30k).
 """
 from __future__ import annotations
@@ -20,6 +20,9 @@ import random
 from aiayn.data.tokenizer import Tokenizer
 
 WORD_START = "\u2581"  # SentencePiece's word-boundary mark: every word begins with it
+# Each merge step rescans the word: the time grows with the square of its length. A line with a
+# longer word (a URL, a long number) keeps SentencePiece's own segmentation.
+LONGEST_WORD = 200
 
 
 class BPEDropout:
@@ -27,6 +30,9 @@ class BPEDropout:
 
     def __init__(self, tokenizer: Tokenizer):
         processor = tokenizer.processor
+        if not processor.is_byte(processor.piece_to_id("<0x00>")):
+            raise ValueError("BPE-dropout: the vocabulary has no byte fallback")
+        self._encode_plain = processor.encode
         self._normalize = processor.normalize
         self._id: dict[str, int] = {}
         self._score: dict[str, float] = {}  # a merged piece's rank: the higher, the earlier BPE merges it
@@ -48,6 +54,8 @@ class BPEDropout:
         # may hold marks of its own ("a ▁b" is "▁a▁▁b": three words, one a lone mark).
         first, *rest = self._normalize(text).split(WORD_START)
         words = ([first] if first else []) + [WORD_START + word for word in rest]
+        if any(len(word) > LONGEST_WORD for word in words):
+            return self._encode_plain(text)
         return [i for word in words for i in self._ids(self._segment(word, p, rng))]
 
     def _segment(self, word: str, p: float, rng: random.Random) -> list[str]:

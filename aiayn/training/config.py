@@ -61,8 +61,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not (self.max_steps or self.max_epochs or self.time_budget_s):
             raise InputError("no stopping rule: give --max-steps, --max-epochs or --time-budget")
-        at_least_one = ("vocab_size", "max_length", "sample_sentences", "segmentations", "batch_tokens", "batch_widths", "accumulate",
-                        "eval_every", "save_every", "keep_last", "log_every", "average_last")
+        at_least_one = ("vocab_size", "max_length", "sample_sentences", "segmentations", "batch_tokens", "batch_widths",
+                        "accumulate", "eval_every", "save_every", "keep_last", "log_every", "average_last")
         for name in at_least_one:
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -110,6 +110,10 @@ def create_run(run_dir: Path, model_config: ModelConfig, config: TrainConfig, ov
         data.tokenizer()  # and its tokenizer against the manifest
         if config.lowercase and not data.manifest["options"].get("lowercase"):
             raise InputError(f"lowercase: {config.data} was prepared without --lowercase (prepare it with it)")
+        prepared_with = (data.manifest["options"].get("bpe_dropout", 0.0), data.manifest["options"].get("segmentations", 1))
+        if (config.bpe_dropout or config.segmentations > 1) and (config.bpe_dropout, config.segmentations) != prepared_with:
+            raise InputError(f"bpe_dropout {config.bpe_dropout}, segmentations {config.segmentations}: {config.data} "
+                             f"was prepared with {prepared_with[0]}, {prepared_with[1]} (the data decides them)")
         if config.average_last > 1 and data.valid_text() is None:
             raise InputError(f"--average-last {config.average_last}: nothing is validated to average ({config.data} "
                              "has no validation set)")

@@ -58,3 +58,9 @@ def test_a_probability_outside_0_to_1_is_refused(vocabulary) -> None:
     for p in (-0.1, 1.0):
         with pytest.raises(ValueError, match="BPE-dropout"):
             dropout.encode("a", p, random.Random(1))
+
+
+def test_a_line_with_a_very_long_word_keeps_its_plain_segmentation(vocabulary) -> None:
+    tokenizer, _ = vocabulary
+    line = "see " + "ab" * 150 + " here"  # segmenting a 300-character word would take its square in steps
+    assert BPEDropout(tokenizer).encode(line, 0.5, random.Random(1)) == tokenizer.encode([line])[0]

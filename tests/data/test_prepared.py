@@ -77,12 +77,12 @@ def test_lowercase_is_part_of_what_decides_the_data(corpus, tmp_path: Path) -> N
 
 def test_bpe_dropout_writes_each_pair_once_per_segmentation_whatever_the_workers(
         corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(prepared, "CHUNK_PAIRS", 300)  # several chunks, shared out among the workers
     args = (str(corpus["train.en"]), str(corpus["train.de"]))
     sampled = PrepareOptions(vocab_size=300, max_length=48, bpe_dropout=0.2, segmentations=3)
-    manifest = prepare(tmp_path / "one", *args, options=sampled, **QUIET)
+    manifest = prepare(tmp_path / "one", *args, options=sampled, **QUIET)  # one chunk a copy, in this process
+    monkeypatch.setattr(prepared, "CHUNK_PAIRS", 300)  # several chunks, shared out among the workers
     prepare(tmp_path / "two", *args, options=dataclasses.replace(sampled, workers=2), **QUIET)
-    for name in ("train.src.bin", "train.tgt.bin", "train.src.idx", "train.lengths.bin"):
+    for name in ("train.src.bin", "train.tgt.bin", "train.src.idx", "train.tgt.idx", "train.lengths.bin"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     data = PreparedData(tmp_path / "one")
     tokenizer = data.tokenizer()
@@ -105,6 +105,8 @@ def test_bpe_dropout_options_are_checked() -> None:
         PrepareOptions(bpe_dropout=1.0)
     with pytest.raises(InputError, match="needs bpe_dropout"):
         PrepareOptions(segmentations=2)
+    with pytest.raises(InputError, match="at most 1000"):
+        PrepareOptions(bpe_dropout=0.1, segmentations=1001)
     assert "bpe_dropout" not in OPTIONS.identity()
 
 

@@ -418,3 +418,25 @@ def test_a_lowercase_run_on_prepared_data_takes_the_datas_case_and_refuses_a_cas
     assert not (tmp_path / "cased").exists()
     train(tmp_path / "lower", model, tiny_config(number_corpus, data=str(tmp_path / "dataTrue"), max_steps=1))
     assert json.loads((tmp_path / "lower" / "config.json").read_text())["training"]["lowercase"] is True
+
+
+def test_a_run_with_bpe_dropout_trains_on_its_copies_and_records_them(number_corpus, tmp_path: Path) -> None:
+    from aiayn.data.prepared import PreparedData, PrepareOptions, prepare
+    from aiayn.errors import InputError
+    from aiayn.model import ModelConfig
+
+    model = ModelConfig.preset("tiny", d_model=16, d_ff=32)
+    train(tmp_path / "raw", model, tiny_config(number_corpus, bpe_dropout=0.1, segmentations=2, max_steps=1))
+    data = PreparedData(tmp_path / "raw" / "data")
+    assert data.pairs == 2 * 2000 and data.manifest["options"]["segmentations"] == 2
+    prepare(tmp_path / "data", str(number_corpus["train_en"]), str(number_corpus["train_de"]),
+            options=PrepareOptions(vocab_size=300, bpe_dropout=0.2, segmentations=3), log=lambda m: None)
+    train(tmp_path / "prepared", model, tiny_config(number_corpus, data=str(tmp_path / "data"), train_src="",
+                                                    train_tgt="", max_steps=1))
+    with pytest.raises(InputError, match="was prepared with 0.2, 3"):  # the data decides, not the config
+        train(tmp_path / "other", model, tiny_config(number_corpus, data=str(tmp_path / "data"), train_src="",
+                                                     train_tgt="", bpe_dropout=0.1, segmentations=3, max_steps=1))
+    assert not (tmp_path / "other").exists()
+    for run, options in (("raw", (0.1, 2)), ("prepared", (0.2, 3))):  # config.json says what the data is
+        training = json.loads((tmp_path / run / "config.json").read_text())["training"]
+        assert (training["bpe_dropout"], training["segmentations"]) == options
