@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from aiayn.data.bpe_dropout import MOST_SEGMENTATIONS
 from aiayn.errors import InputError
 from aiayn.training.schedule import DECAYS
 
@@ -117,7 +118,7 @@ def add_corpus_arguments(data: argparse._ArgumentGroup) -> None:
     data.add_argument("--bpe-dropout", dest="bpe_dropout", type=FRACTION,
                       help="segment the training pairs with BPE-dropout: each merge left out with this probability "
                            "(Provilkov et al. 2020; 0.1 there); translation keeps the plain segmentation")
-    data.add_argument("--segmentations", type=number(int, 1, 1000),  # aiayn.data.prepared.MOST_SEGMENTATIONS
+    data.add_argument("--segmentations", type=number(int, 1, MOST_SEGMENTATIONS),
                       help="with --bpe-dropout: copies of the training pairs, each segmented anew (1)")
     data.add_argument("--workers", type=POSITIVE,
                       help="processes that encode the corpus (default: the CPUs; none for a small corpus)")

@@ -16,13 +16,29 @@ SentencePiece's own encoding (tests/data/test_bpe_dropout.py checks it on Multi3
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
-from aiayn.data.tokenizer import Tokenizer
+from aiayn.errors import InputError
+
+if TYPE_CHECKING:  # the options below are checked where the CLI parses: without SentencePiece
+    from aiayn.data.tokenizer import Tokenizer
 
 WORD_START = "\u2581"  # SentencePiece's word-boundary mark: every word begins with it
 # Each merge step rescans the word: the time grows with the square of its length. A line with a
 # longer word (a URL, a long number) keeps SentencePiece's own segmentation.
 LONGEST_WORD = 200
+MOST_SEGMENTATIONS = 1000  # copies of the corpus: its pairs, disk and the lengths in memory grow K-fold
+
+
+def check_options(bpe_dropout: float, segmentations: int) -> None:
+    """Refuses a merge-drop probability outside [0, 1) and copies that cannot differ or are too many."""
+    if not 0.0 <= bpe_dropout < 1.0:
+        raise InputError(f"bpe_dropout must be in [0, 1), got {bpe_dropout}")
+    if segmentations > MOST_SEGMENTATIONS:
+        raise InputError(f"segmentations must be at most {MOST_SEGMENTATIONS}, got {segmentations}")
+    if segmentations > 1 and not bpe_dropout:
+        raise InputError(f"segmentations {segmentations} needs bpe_dropout above 0 (--bpe-dropout): "
+                         "without it every copy would be the same")
 
 
 class BPEDropout:

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from aiayn.data.bpe_dropout import BPEDropout
+from aiayn.data.bpe_dropout import BPEDropout, check_options as check_bpe_dropout
 from aiayn.data.corpus import CorpusError, iter_parallel, read_lines, require_file
 from aiayn.data.tokenizer import Tokenizer
 from aiayn.errors import InputError
@@ -49,7 +49,6 @@ from aiayn.files import building, check_output_dir, holds_only, write_atomic
 FORMAT, VERSION = "aiayn-prepared-data", 1
 CHUNK_PAIRS = 20_000  # pairs per task sent to a worker process
 SMALL_INPUT_BYTES = 20 * 1024 * 1024  # below this much work, encoding in-process beats starting workers
-MOST_SEGMENTATIONS = 1000  # copies of the corpus: its pairs, disk and the lengths in memory grow K-fold
 BPE_DROPOUT_COST = 12  # BPE-dropout's time per byte in SentencePiece's (Multi30k's 58,000 sentences: 5.0 s, 0.41 s)
 
 
@@ -191,13 +190,7 @@ class PrepareOptions:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_length > 2**32 - 1:
             raise InputError(f"max_length {self.max_length} is too large")
-        if not 0 <= self.bpe_dropout < 1:
-            raise InputError(f"bpe_dropout must be in [0, 1), got {self.bpe_dropout}")
-        if self.segmentations > MOST_SEGMENTATIONS:
-            raise InputError(f"segmentations must be at most {MOST_SEGMENTATIONS}, got {self.segmentations}")
-        if self.segmentations > 1 and not self.bpe_dropout:
-            raise InputError(f"segmentations {self.segmentations} needs bpe_dropout above 0 (--bpe-dropout): "
-                             "without it every copy would be the same")
+        check_bpe_dropout(self.bpe_dropout, self.segmentations)
 
     def identity(self) -> dict[str, Any]:
         """What decides the output (workers do not). Options added later only when set: data

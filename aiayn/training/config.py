@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiayn.data.batching import DEFAULT_WIDTHS
+from aiayn.data.bpe_dropout import check_options as check_bpe_dropout
 from aiayn.errors import InputError
 from aiayn.training.schedule import DECAYS
 
@@ -78,11 +79,7 @@ class TrainConfig:
             raise InputError(f"average_last must be at most {MOST_AVERAGED}, got {self.average_last}")
         if not 0.0 < self.valid_share <= 1.0:
             raise InputError(f"valid_share must be in (0, 1], got {self.valid_share}")
-        if not 0.0 <= self.bpe_dropout < 1.0:
-            raise InputError(f"bpe_dropout must be in [0, 1), got {self.bpe_dropout}")
-        if self.segmentations > 1 and not self.bpe_dropout:
-            raise InputError(f"segmentations {self.segmentations} needs bpe_dropout above 0 (--bpe-dropout): "
-                             "without it every copy would be the same")
+        check_bpe_dropout(self.bpe_dropout, self.segmentations)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise InputError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not (self.lr_scale > 0 and 0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1 and self.adam_eps > 0):

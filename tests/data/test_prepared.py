@@ -3,8 +3,10 @@ of workers, idempotent, nothing left by an interrupted run, validation text kept
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import pytest
 from aiayn.data import prepared
 from aiayn.data.prepared import PreparedData, PrepareOptions, prepare
 from aiayn.errors import InputError
+from aiayn.training.config import TrainConfig
 
 OPTIONS = PrepareOptions(vocab_size=300, max_length=48)
 QUIET = dict(log=lambda message: None)
@@ -100,13 +103,15 @@ def test_bpe_dropout_writes_each_pair_once_per_segmentation_whatever_the_workers
         prepare(tmp_path / "one", *args, options=dataclasses.replace(sampled, bpe_dropout=0.1), **QUIET)
 
 
-def test_bpe_dropout_options_are_checked() -> None:
+@pytest.mark.parametrize("options", [PrepareOptions, functools.partial(TrainConfig, max_steps=1)],
+                         ids=["prepare", "a run that prepares"])
+def test_bpe_dropout_options_are_checked(options: Callable[..., object]) -> None:
     with pytest.raises(InputError, match="bpe_dropout"):
-        PrepareOptions(bpe_dropout=1.0)
+        options(bpe_dropout=1.0)
     with pytest.raises(InputError, match="needs bpe_dropout"):
-        PrepareOptions(segmentations=2)
+        options(segmentations=2)
     with pytest.raises(InputError, match="at most 1000"):
-        PrepareOptions(bpe_dropout=0.1, segmentations=1001)
+        options(bpe_dropout=0.1, segmentations=1001)
     assert "bpe_dropout" not in OPTIONS.identity()
 
 
