@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import math
 import sys
 import time
@@ -84,6 +85,13 @@ def _position(state: dict[str, Any], path: Path) -> Position:
     return Position(**state)
 
 
+def no_buffer_sync_per_forward() -> dict[str, bool]:
+    """DDP's keyword for "send no buffer at each forward": the sinusoid tables are the same in every
+    process. Newer torch names it forward_sync_buffers and warns at broadcast_buffers (deprecated)."""
+    parameters = inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
+    return {"forward_sync_buffers" if "forward_sync_buffers" in parameters else "broadcast_buffers": False}
+
+
 class BatchStream:
     """The batches of epoch after epoch, from a position on; every process sees the same stream."""
 
@@ -127,11 +135,10 @@ class Trainer:
         self.objective = task.objective()
         wrapped = self.objective
         if group.active:
-            # The sinusoid tables are the same in every process: no buffer is sent at each forward.
             # Gradients are views of DDP's all-reduce buckets: no copy in and out of them.
             wrapped = torch.nn.parallel.DistributedDataParallel(
                 self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False, gradient_as_bucket_view=True)
+                gradient_as_bucket_view=True, **no_buffer_sync_per_forward())
         self.ddp = wrapped if group.active else None
         if config.compile:
             # Dynamic shapes, and no "duck sizing": by default a source and a target of the same
