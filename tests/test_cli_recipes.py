@@ -24,7 +24,8 @@ def test_the_recipes_are_there() -> None:
     assert {"multi30k_de_en_small", "multi30k_en_de_small", "tatoeba_de_en_small", "koen_small", "sst2_pretrain_mlm",
             "sst2_classifier", "lm_small", "vit_digits", "gpu_base", "multi30k_en_de_tiny",
             "multi30k_en_de_tiny_lowercase", "multi30k_en_de_tiny_linear",
-            "multi30k_en_de_tiny_bpe_dropout", "multi30k_en_de_tiny_linear_small_batch"} <= names
+            "multi30k_en_de_tiny_bpe_dropout", "multi30k_en_de_tiny_linear_small_batch",
+            "multi30k_en_de_tiny_tok"} <= names
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
