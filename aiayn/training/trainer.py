@@ -87,7 +87,8 @@ def _position(state: dict[str, Any], path: Path) -> Position:
 
 def no_buffer_sync_per_forward() -> dict[str, bool]:
     """DDP's keyword for "send no buffer at each forward": the sinusoid tables are the same in every
-    process. Newer torch names it forward_sync_buffers and warns at broadcast_buffers (deprecated)."""
+    process. Newer torch names it forward_sync_buffers and warns at broadcast_buffers (deprecated);
+    with it the buffers are sent once, when DDP starts, which for identical tables changes nothing."""
     parameters = inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
     return {"forward_sync_buffers" if "forward_sync_buffers" in parameters else "broadcast_buffers": False}
 
