@@ -6,9 +6,9 @@ al. 2021 learned their 10,000-merge BPE on those), under the raw files' names (t
 `aiayn train --multi30k SRC-TGT --data-dir OUT` and bench/multi30k_choose.sh read it as they read
 the raw folder. Entities are left unescaped (tokenizer.perl writes &apos; and &quot;).
 
-`score`: a tokenised lowercased translation of test_2016_flickr scored both ways the issue asks:
-BLEU on Moses-tokenised lowercased text (the papers'), and sacreBLEU of the Moses-detokenised
-translation against the raw reference (case-insensitive, as the translation is lowercase).
+`score`: a tokenised lowercased translation scored both ways the issue asks: BLEU on Moses-tokenised
+lowercased text (the papers': against the reference made as `write` makes it), and sacreBLEU of the
+Moses-detokenised translation against the raw reference (case-insensitive: the translation is lowercase).
 
     .venv/bin/python bench/multi30k_tok.py write MULTI30K OUT
     .venv/bin/python bench/multi30k_tok.py score HYP MULTI30K/test_2016_flickr.de.gz --lang de
@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import os
 import sys
-import tempfile
 from pathlib import Path
+from typing import NoReturn
 
-from aiayn.evaluation.bleu import bleu, tokenized_lowercased_bleu
+from aiayn.errors import InputError
+from aiayn.evaluation.bleu import bleu
+from aiayn.files import building, check_output_dir
 
 SPLITS = ("train", "val", "test_2016_flickr")
 
@@ -35,46 +36,59 @@ def tokenize_lines(lines: list[str], lang: str) -> list[str]:
     return [tokenizer.tokenize(normalizer.normalize(line.lower()), return_str=True, escape=False) for line in lines]
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     print(f"multi30k_tok.py: {message}", file=sys.stderr)
     sys.exit(2)
 
 
 def read_lines(path: Path) -> list[str]:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            return [line.rstrip("\n") for line in f]
+    except (OSError, EOFError, UnicodeDecodeError) as error:  # a truncated or corrupt .gz, not UTF-8, ...
+        fail(f"{path}: cannot be read ({error})")
 
 
 def write(raw: Path, out: Path) -> None:
+    """The tokenised copies, built in a hidden folder beside OUT and renamed into place when all are
+    written: OUT holds every file or none."""
     names = sorted(p.name for p in raw.glob("*.gz") if p.name.split(".")[0] in SPLITS)
     if not names:
         fail(f"{raw}: no {{{','.join(SPLITS)}}}.LANG.gz files")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        fail(f"{out}: exists and is not an empty folder")
-    out.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        lang = name.split(".")[1]
-        lines = tokenize_lines(read_lines(raw / name), lang)
-        # Written whole, then renamed: a stopped run leaves no partial file under a real name.
-        handle, staged = tempfile.mkstemp(dir=out, prefix=f".{name}.")
-        with os.fdopen(handle, "wb") as f, gzip.open(f, "wt", encoding="utf-8") as z:
-            z.writelines(line + "\n" for line in lines)
-        os.chmod(staged, 0o644)
-        os.replace(staged, out / name)
-        print(f"{out / name}: {len(lines):,} lines")
+    try:
+        check_output_dir(out, "tokenised copy", owned=lambda path: False)
+        with building(out) as staged:
+            lines_of_split: dict[str, tuple[str, int]] = {}
+            for name in names:
+                lines = tokenize_lines(read_lines(raw / name), name.split(".")[1])
+                split = name.split(".")[0]
+                first = lines_of_split.setdefault(split, (name, len(lines)))
+                if first[1] != len(lines):  # the languages of a split are line-aligned translations
+                    fail(f"{raw / name}: {len(lines):,} lines, but {first[0]} has {first[1]:,}")
+                with gzip.open(staged / name, "wt", encoding="utf-8") as f:
+                    f.writelines(line + "\n" for line in lines)
+                print(f"{out / name}: {len(lines):,} lines")
+    except InputError as error:
+        fail(str(error))
+    except OSError as error:  # OUT's parent is a file, or cannot be written
+        fail(f"{out}: cannot be written ({error.strerror or error})")
 
 
 def score(hypotheses_path: Path, reference_path: Path, lang: str) -> None:
+    """The papers' BLEU compares the translation, tokenised and lowercase as the model writes it,
+    with the reference made the same way (tokenize_lines); sacreBLEU detokenises the translation."""
+    from sacrebleu.metrics import BLEU
     from sacremoses import MosesDetokenizer
 
     hypotheses, references = read_lines(hypotheses_path), read_lines(reference_path)
     if len(hypotheses) != len(references):
         fail(f"{hypotheses_path}: {len(hypotheses):,} lines, but {reference_path} has {len(references):,}")
-    tokenized = tokenized_lowercased_bleu(hypotheses, references, lang)
+    metric = BLEU(tokenize="none", force=True)
+    tokenized = metric.corpus_score(hypotheses, [tokenize_lines(references, lang)])
     detokenizer = MosesDetokenizer(lang=lang)
     raw = bleu([detokenizer.detokenize(line.split()) for line in hypotheses], references, lowercase=True)
-    print(f"BLEU {tokenized.score:.2f} on Moses-tokenised, lowercased text: {tokenized.text}")
+    print(f"BLEU {tokenized.score:.2f} on Moses-tokenised, lowercased text: {tokenized}")
     print(f"sacreBLEU {raw.score:.2f} of the detokenised text against the raw reference: {raw.text}")
     print(f"  signature {raw.signature}")
 
@@ -95,7 +109,7 @@ def main() -> None:
     else:
         for path in (args.hypotheses, args.reference):
             if not path.is_file():
-                parser.error(f"{path}: no such file")
+                fail(f"{path}: no such file")
         score(args.hypotheses, args.reference, args.lang)
 
 
