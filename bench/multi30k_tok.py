@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from aiayn.data.corpus import read_lines
 from aiayn.errors import InputError
 from aiayn.evaluation.bleu import bleu
 from aiayn.files import building, check_output_dir
@@ -39,15 +40,6 @@ def tokenize_lines(lines: list[str], lang: str) -> list[str]:
 def fail(message: str) -> NoReturn:
     print(f"multi30k_tok.py: {message}", file=sys.stderr)
     sys.exit(2)
-
-
-def read_lines(path: Path) -> list[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            return [line.rstrip("\n") for line in f]
-    except (OSError, EOFError, UnicodeDecodeError) as error:  # a truncated or corrupt .gz, not UTF-8, ...
-        fail(f"{path}: cannot be read ({error})")
 
 
 def write(raw: Path, out: Path) -> None:
@@ -81,7 +73,10 @@ def score(hypotheses_path: Path, reference_path: Path, lang: str) -> None:
     from sacrebleu.metrics import BLEU
     from sacremoses import MosesDetokenizer
 
-    hypotheses, references = read_lines(hypotheses_path), read_lines(reference_path)
+    try:
+        hypotheses, references = read_lines(hypotheses_path), read_lines(reference_path)
+    except InputError as error:
+        fail(str(error))
     if len(hypotheses) != len(references):
         fail(f"{hypotheses_path}: {len(hypotheses):,} lines, but {reference_path} has {len(references):,}")
     metric = BLEU(tokenize="none", force=True)
