@@ -102,9 +102,6 @@ def main() -> None:
     if args.verb == "write":
         write(args.raw, args.out)
     else:
-        for path in (args.hypotheses, args.reference):
-            if not path.is_file():
-                fail(f"{path}: no such file")
         score(args.hypotheses, args.reference, args.lang)
 
 
