@@ -22,19 +22,12 @@ from pathlib import Path
 from typing import NoReturn
 
 from aiayn.data.corpus import read_lines
+from aiayn.data.moses import moses_detokenize, moses_text
 from aiayn.errors import InputError
 from aiayn.evaluation.bleu import bleu
 from aiayn.files import building, check_output_dir
 
 SPLITS = ("train", "val", "test_2016_flickr")
-
-
-def tokenize_lines(lines: list[str], lang: str) -> list[str]:
-    """lowercase.perl | normalize-punctuation.perl -l LANG | tokenizer.perl -l LANG, unescaped."""
-    from sacremoses import MosesPunctNormalizer, MosesTokenizer
-
-    normalizer, tokenizer = MosesPunctNormalizer(lang=lang), MosesTokenizer(lang=lang)
-    return [tokenizer.tokenize(normalizer.normalize(line.lower()), return_str=True, escape=False) for line in lines]
 
 
 def fail(message: str) -> NoReturn:
@@ -53,7 +46,7 @@ def write(raw: Path, out: Path) -> None:
         with building(out) as staged:
             lines_of_split: dict[str, tuple[str, int]] = {}
             for name in names:
-                lines = tokenize_lines(read_lines(raw / name), name.split(".")[1])
+                lines = moses_text(read_lines(raw / name), name.split(".")[1])
                 split = name.split(".")[0]
                 first = lines_of_split.setdefault(split, (name, len(lines)))
                 if first[1] != len(lines):  # the languages of a split are line-aligned translations
@@ -69,9 +62,8 @@ def write(raw: Path, out: Path) -> None:
 
 def score(hypotheses_path: Path, reference_path: Path, lang: str) -> None:
     """The papers' BLEU compares the translation, tokenised and lowercase as the model writes it,
-    with the reference made the same way (tokenize_lines); sacreBLEU detokenises the translation."""
+    with the reference made the same way (moses_text); sacreBLEU detokenises the translation."""
     from sacrebleu.metrics import BLEU
-    from sacremoses import MosesDetokenizer
 
     try:
         hypotheses, references = read_lines(hypotheses_path), read_lines(reference_path)
@@ -80,9 +72,8 @@ def score(hypotheses_path: Path, reference_path: Path, lang: str) -> None:
     if len(hypotheses) != len(references):
         fail(f"{hypotheses_path}: {len(hypotheses):,} lines, but {reference_path} has {len(references):,}")
     metric = BLEU(tokenize="none", force=True)
-    tokenized = metric.corpus_score(hypotheses, [tokenize_lines(references, lang)])
-    detokenizer = MosesDetokenizer(lang=lang)
-    raw = bleu([detokenizer.detokenize(line.split()) for line in hypotheses], references, lowercase=True)
+    tokenized = metric.corpus_score(hypotheses, [moses_text(references, lang)])
+    raw = bleu(moses_detokenize(hypotheses, lang), references, lowercase=True)
     print(f"BLEU {tokenized.score:.2f} on Moses-tokenised, lowercased text: {tokenized}")
     print(f"sacreBLEU {raw.score:.2f} of the detokenised text against the raw reference: {raw.text}")
     print(f"  signature {raw.signature}")

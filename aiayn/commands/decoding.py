@@ -83,7 +83,7 @@ def _translator(args: argparse.Namespace):
     check_device(args.device)
     _check_weights(args)
     return Translator.from_checkpoint(args.checkpoint, device=args.device, announce=True, bf16=args.bf16,
-                                      int8=args.int8)
+                                      int8=args.int8, moses_text=args.moses_text)
 
 
 def _translate(args: argparse.Namespace) -> int:
@@ -201,6 +201,8 @@ def image_attention(args: argparse.Namespace, out: Path) -> int:
     """aiayn attention for a Vision Transformer: the class token's attention over test image --image."""
     from aiayn.family.vit import Digits, draw_class_token_attention, load_vit
 
+    if args.moses_text:
+        raise InputError("--moses-text: a Vision Transformer reads images, not text")
     model = load_vit(args.checkpoint, announce=True)
     digits = Digits.load()
     if not 0 <= args.image < len(digits.test_labels):

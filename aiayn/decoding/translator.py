@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from aiayn.data.batching import pad
 from aiayn.data.marian_vocab import AnyTokenizer
+from aiayn.data.moses import MosesTextTokenizer
 from aiayn.decoding.int8 import quantize_int8
 from aiayn.decoding.search import EXTRA_OUTPUT_LENGTH, Hypothesis, Sampling, beam_search, check_deadline, greedy_search
 from aiayn.model import AttentionMaps, Transformer
@@ -67,7 +68,7 @@ class AttentionResult:
 class Translator:
     """A model with its tokenizer, translating lists of raw sentences."""
 
-    def __init__(self, model: Transformer, tokenizer: AnyTokenizer, config: dict | None = None):
+    def __init__(self, model: Transformer, tokenizer: AnyTokenizer | MosesTextTokenizer, config: dict | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config or {"model": model.config.to_dict()}
@@ -81,18 +82,28 @@ class Translator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", announce: bool = False,
-                        bf16: bool = False, int8: bool = False) -> "Translator":
+                        bf16: bool = False, int8: bool = False, moses_text: bool = False) -> "Translator":
         """Load a checkpoint directory, or a run directory's averaged, best or last checkpoint.
 
         bf16=True keeps the weights in bfloat16 (faster on CPUs with native bf16 and on GPUs);
         int8=True runs the linear layers in int8 (aiayn.decoding.int8: weights per channel, inputs
         per row, CPU only). Log-probabilities, softmax and the search's scores stay
-        float32 either way."""
-        from aiayn.checkpoint import load_checkpoint, resolve_checkpoint
+        float32 either way. moses_text=True is for a model trained on Moses-tokenised lowercased
+        text (aiayn.data.moses): raw input is made into that text, and the output detokenised, in
+        the languages the checkpoint names."""
+        from aiayn.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 
         if bf16 and int8:
             raise ValueError("choose bf16 or int8 weights, not both")
-        model, tokenizer, config = load_checkpoint(resolve_checkpoint(path, announce=announce), device)
+        directory = resolve_checkpoint(path, announce=announce)
+        model, tokenizer, config = load_checkpoint(directory, device)
+        if moses_text:
+            languages = config.get("languages")
+            if not (isinstance(languages, dict) and isinstance(languages.get("source"), str)
+                    and isinstance(languages.get("target"), str)):
+                raise CheckpointError(f"{directory / 'config.json'}: names no source and target language, "
+                                      "which --moses-text tokenises and detokenises in")
+            tokenizer = MosesTextTokenizer(tokenizer, languages["source"], languages["target"])
         if int8:
             model = quantize_int8(model)
         return cls(model.to(torch.bfloat16) if bf16 else model, tokenizer, config)

@@ -1,0 +1,61 @@
+"""Text as the Multi30k papers' models read and write it: lowercased, punctuation-normalised and
+Moses-tokenised (multi30k/dataset's scripts/task1-tokenize.sh, with sacremoses), and a tokenizer
+that lets such a model translate raw text.
+
+A model trained on that text (bench/multi30k_tok.py makes it from the raw files) reads and writes
+it; `MosesTextTokenizer` puts raw input into that form before the subword vocabulary sees it and
+detokenises the output, so `aiayn translate --moses-text` takes and gives plain sentences.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+
+@lru_cache(maxsize=8)
+def _moses(lang: str) -> tuple[Any, Any, Any]:
+    """sacremoses' punctuation normaliser, tokeniser and detokeniser for `lang` (built once each:
+    loading a language's non-breaking prefixes takes a while)."""
+    from sacremoses import MosesDetokenizer, MosesPunctNormalizer, MosesTokenizer
+
+    return MosesPunctNormalizer(lang=lang), MosesTokenizer(lang=lang), MosesDetokenizer(lang=lang)
+
+
+def moses_text(lines: list[str], lang: str) -> list[str]:
+    """lowercase.perl | normalize-punctuation.perl -l LANG | tokenizer.perl -l LANG, with entities
+    left unescaped (the Multi30k papers' data/task1/tok files)."""
+    normalizer, tokenizer, _ = _moses(lang)
+    return [tokenizer.tokenize(normalizer.normalize(line.lower()), return_str=True, escape=False) for line in lines]
+
+
+def moses_detokenize(lines: list[str], lang: str) -> list[str]:
+    """Moses-tokenised lines joined back into plain text (detokenizer.perl -l LANG)."""
+    _, _, detokenizer = _moses(lang)
+    return [detokenizer.detokenize(line.split()) for line in lines]
+
+
+class MosesTextTokenizer:
+    """A subword tokenizer of Moses-tokenised lowercased text, used on raw text: `encode` makes
+    source sentences into that text first (in the source language), `decode` detokenises the
+    output (in the target language), which stays lowercase. The rest is the wrapped tokenizer's."""
+
+    def __init__(self, tokenizer: Any, source_lang: str, target_lang: str):
+        self.tokenizer, self.source_lang, self.target_lang = tokenizer, source_lang, target_lang
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    @property
+    def lowercases(self) -> bool:
+        """The output is lowercase: scores against raw references are case-insensitive."""
+        return True
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer.encode(moses_text(texts, self.source_lang))
+
+    def decode(self, ids: list[list[int]]) -> list[str]:
+        return moses_detokenize(self.tokenizer.decode(ids), self.target_lang)
+
+    def pieces(self, ids: list[int]) -> list[str]:
+        return self.tokenizer.pieces(ids)

@@ -1,0 +1,68 @@
+"""aiayn.data.moses: the Multi30k papers' tokenised lowercased text, and translating raw text with a
+model trained on it (`--moses-text`)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from aiayn.cli import main
+from aiayn.data.moses import MosesTextTokenizer, moses_detokenize, moses_text
+from aiayn.data.tokenizer import Tokenizer
+from aiayn.decoding.translator import Translator
+
+
+def test_moses_text_is_the_papers_text() -> None:
+    # test_2016_flickr's first English and second German line, raw and as data/task1/tok has them.
+    assert moses_text(["A man in an orange hat starring at something."], "en") == \
+        ["a man in an orange hat starring at something ."]
+    assert moses_text(["Ein Boston Terrier läuft über saftig-grünes Gras vor einem weißen Zaun."], "de") == \
+        ["ein boston terrier läuft über saftig-grünes gras vor einem weißen zaun ."]
+    # Quotes and apostrophes stay characters (no &quot; or &apos;); English splits "'s" off, and
+    # normalize-punctuation moves a full stop inside the closing quote, as in the papers' files.
+    assert moses_text(['The dog\'s toy is "red".'], "en") == ['the dog \'s toy is " red . "']
+
+
+def test_detokenising_gives_the_lowercased_sentence_back() -> None:
+    sentences = ["Two dogs, one brown, play in the snow.", 'A man says "hello" (loudly).']
+    assert moses_detokenize(moses_text(sentences, "en"), "en") == [s.lower() for s in sentences]
+
+
+def test_the_tokenizer_encodes_moses_text_and_decodes_plain_text() -> None:
+    corpus = moses_text(["Two dogs, one brown, play in the snow.", "A man is eating an apple.",
+                         "Zwei Hunde spielen im Schnee.", "Ein Mann isst einen Apfel."] * 50, "en")
+    inner = Tokenizer.train(corpus, vocab_size=400)
+    tokenizer = MosesTextTokenizer(inner, "en", "de")
+    raw = ["Two Dogs, one brown."]
+    assert tokenizer.encode(raw) == inner.encode(["two dogs , one brown ."])
+    assert tokenizer.decode(tokenizer.encode(raw)) == ["two dogs, one brown."]
+    ids = tokenizer.encode(raw)[0]
+    assert tokenizer.pieces(ids) == inner.pieces(ids) and tokenizer.vocab_size == inner.vocab_size
+    assert tokenizer.lowercases and not inner.lowercases  # scored case-insensitively against raw references
+
+
+def test_a_translator_with_moses_text_translates_raw_text(trained_run: Path) -> None:
+    plain = Translator.from_checkpoint(trained_run)
+    moses = Translator.from_checkpoint(trained_run, moses_text=True)
+    raw = ["Twenty-One", "Nine Hundred Seven."]
+    expected = moses_detokenize(plain.translate(moses_text(raw, "en"), beam=2), "de")
+    assert moses.translate(raw, beam=2) == expected
+    assert moses.translate(["Twenty-One"], beam=2) == plain.translate(["twenty-one"], beam=2)  # lowercased first
+
+
+def test_moses_text_needs_the_checkpoints_languages(trained_run: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    for config_path in run.rglob("config.json"):
+        config = json.loads(config_path.read_text())
+        config.pop("languages", None)
+        config_path.write_text(json.dumps(config))
+    source = tmp_path / "in.txt"
+    source.write_text("Seven.\n")
+    assert main(["translate", "--checkpoint", str(run), "--input", str(source), "--moses-text"]) == 2
+    err = capsys.readouterr().err
+    assert "names no source and target language" in err and "Traceback" not in err
+    assert main(["translate", "--checkpoint", str(run), "--input", str(source)]) == 0  # without it: as before
