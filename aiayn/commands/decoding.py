@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aiayn.commands.options import (PICTURES, POSITIVE, add_decoding_arguments, add_sampling_arguments,
-                                    add_weights_arguments, number, output_file, read_input)
+from aiayn.commands.options import (PICTURES, POSITIVE, add_decoding_arguments, add_moses_text_argument,
+                                    add_sampling_arguments, add_weights_arguments, number, output_file, read_input)
 from aiayn.errors import InputError
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ def add_serve(verbs: argparse._SubParsersAction) -> None:
                    help="seconds of decoding a request may take before it is cut off with an error")
     p.add_argument("--max-body-bytes", type=POSITIVE, default=2 * 1024 * 1024,
                    help="larger request bodies are refused (413) before they are parsed")
+    add_moses_text_argument(p)
     add_weights_arguments(p)
     p.set_defaults(run=_serve)
 
@@ -224,5 +225,5 @@ def _serve(args: argparse.Namespace) -> int:
     check_address(args.host, args.port)
     limits = ServiceLimits(max_body_bytes=args.max_body_bytes, decode_timeout_s=args.timeout)
     serve(args.checkpoint, args.host, args.port, 0.0 if args.no_batching else args.max_wait_ms,
-          0 if args.no_batching else args.max_batch_tokens, args.device, args.bf16, limits, args.int8)
+          0 if args.no_batching else args.max_batch_tokens, args.device, args.bf16, limits, args.int8, args.moses_text)
     return 0

@@ -90,10 +90,14 @@ def add_decoding_arguments(p: argparse.ArgumentParser, beam: int = 4) -> None:
     p.add_argument("--alpha", type=number(float, 0.0, 10.0), default=0.6, help="GNMT length penalty ((5+|Y|)/6)^alpha")
     p.add_argument("--batch-tokens", type=POSITIVE,
                    help="decoding batch size in tokens x beams (8,000 on a CPU, 262,144 on a GPU)")
+    add_moses_text_argument(p)
+    add_weights_arguments(p)
+
+
+def add_moses_text_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--moses-text", action="store_true",
                    help="the model reads and writes lowercased Moses-tokenised text (bench/multi30k_tok.py write): "
                    "raw input is made so, and the output detokenised")
-    add_weights_arguments(p)
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:

@@ -316,22 +316,25 @@ def check_address(host: str, port: int) -> None:
 
 
 def translator_app(path: Path, name: str, device: str, bf16: bool, int8: bool, max_wait_ms: float,
-                    max_batch_tokens: int, limits: ServiceLimits) -> FastAPI:
-    translator = Translator.from_checkpoint(path, device=device, bf16=bf16, int8=int8)
+                    max_batch_tokens: int, limits: ServiceLimits, moses_text: bool = False) -> FastAPI:
+    translator = Translator.from_checkpoint(path, device=device, bf16=bf16, int8=int8, moses_text=moses_text)
     return create_app(translator, name, str(path), max_wait_ms, max_batch_tokens, limits)
 
 
 def classifier_app(path: Path, name: str, device: str, bf16: bool, int8: bool, max_wait_ms: float,
-                    max_batch_tokens: int, limits: ServiceLimits) -> FastAPI:
+                    max_batch_tokens: int, limits: ServiceLimits, moses_text: bool = False) -> FastAPI:
     if bf16 or int8:
         raise InputError(f"{path}: --bf16 and --int8 are for translators; a classifier is served in float32")
+    if moses_text:
+        raise InputError(f"{path}: --moses-text is for translators; a classifier reads its text as given")
     return create_classifier_app(TextClassifier.from_checkpoint(path, device), name, str(path), limits)
 
 
 def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, max_wait_ms: float = 5.0,
           max_batch_tokens: int = 4000, device: str = "cpu", bf16: bool = False,
-          limits: ServiceLimits = LIMITS, int8: bool = False) -> None:
-    """Load a checkpoint and serve it until SIGINT/SIGTERM; in-flight requests finish first."""
+          limits: ServiceLimits = LIMITS, int8: bool = False, moses_text: bool = False) -> None:
+    """Load a checkpoint and serve it until SIGINT/SIGTERM; in-flight requests finish first.
+    moses_text: a translator of Moses-tokenised lowercased text takes and gives raw text."""
     import uvicorn
 
     path = resolve_checkpoint(checkpoint, announce=True)
@@ -339,5 +342,5 @@ def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, max_wait_m
     kind = kind_of(path)  # the registry (aiayn.kinds) names the function that makes each kind's app
     if not kind.app:
         raise InputError(f"{path}: a {kind.name} checkpoint; aiayn serve takes {', '.join(kinds_with('app'))} ones")
-    app = kind.part("app")(path, name, device, bf16, int8, max_wait_ms, max_batch_tokens, limits)
+    app = kind.part("app")(path, name, device, bf16, int8, max_wait_ms, max_batch_tokens, limits, moses_text)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=30)

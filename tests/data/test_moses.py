@@ -66,3 +66,19 @@ def test_moses_text_needs_the_checkpoints_languages(trained_run: Path, tmp_path:
     err = capsys.readouterr().err
     assert "names no source and target language" in err and "Traceback" not in err
     assert main(["translate", "--checkpoint", str(run), "--input", str(source)]) == 0  # without it: as before
+
+
+def test_the_server_with_moses_text_translates_raw_text(trained_run: Path, launch) -> None:
+    import httpx
+
+    process, url = launch(trained_run, "--moses-text")
+    try:
+        response = httpx.post(f"{url}/v1/translate", json={"text": ["Twenty-One", "Nine Hundred Seven."], "beam": 2},
+                              timeout=60)
+    finally:
+        process.terminate()
+        process.wait(timeout=90)
+    assert response.status_code == 200
+    expected = Translator.from_checkpoint(trained_run, moses_text=True).translate(["Twenty-One", "Nine Hundred Seven."],
+                                                                                 beam=2)
+    assert response.json()["translations"] == expected
