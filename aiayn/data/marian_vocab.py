@@ -102,6 +102,11 @@ class MarianVocabTokenizer:
     def encode(self, texts: list[str]) -> list[list[int]]:
         return [self._encode_one(text) for text in texts]
 
+    def encode_target(self, texts: list[str]) -> list[list[int]]:
+        """Target-side text (a forced translation), segmented as the source is (the pieces map to
+        the one shared vocabulary either way), as aiayn's attention maps have always done."""
+        return self.encode(texts)
+
     def decode(self, ids: list[list[int]]) -> list[str]:
         """Raw text of output ids, from the target model's pieces (transformers' MarianTokenizer
         uses the source model for a shared vocabulary; the pieces' text is the same either way)."""

@@ -9,7 +9,12 @@ detokenises the output, so `aiayn translate --moses-text` takes and gives plain 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from aiayn.errors import InputError
+
+if TYPE_CHECKING:
+    from aiayn.data.marian_vocab import AnyTokenizer
 
 
 @lru_cache(maxsize=8)
@@ -19,6 +24,14 @@ def _moses(lang: str) -> tuple[Any, Any, Any]:
     from sacremoses import MosesDetokenizer, MosesPunctNormalizer, MosesTokenizer
 
     return MosesPunctNormalizer(lang=lang), MosesTokenizer(lang=lang), MosesDetokenizer(lang=lang)
+
+
+def check_language(lang: str) -> None:
+    """InputError unless sacremoses has `lang`'s rules (it would fall back on English's silently)."""
+    from sacremoses.corpus import NonbreakingPrefixes
+
+    if lang not in NonbreakingPrefixes().available_langs:
+        raise InputError(f"--moses-text: the Moses tokeniser has no rules for language {lang!r}")
 
 
 def moses_text(lines: list[str], lang: str) -> list[str]:
@@ -36,10 +49,13 @@ def moses_detokenize(lines: list[str], lang: str) -> list[str]:
 
 class MosesTextTokenizer:
     """A subword tokenizer of Moses-tokenised lowercased text, used on raw text: `encode` makes
-    source sentences into that text first (in the source language), `decode` detokenises the
-    output (in the target language), which stays lowercase. The rest is the wrapped tokenizer's."""
+    source sentences into that text first (in the source language), `encode_target` target
+    sentences (in the target language), `decode` detokenises the output (in the target language),
+    which stays lowercase. The rest is the wrapped tokenizer's."""
 
-    def __init__(self, tokenizer: Any, source_lang: str, target_lang: str):
+    def __init__(self, tokenizer: AnyTokenizer, source_lang: str, target_lang: str) -> None:
+        check_language(source_lang)
+        check_language(target_lang)
         self.tokenizer, self.source_lang, self.target_lang = tokenizer, source_lang, target_lang
 
     @property
@@ -53,6 +69,9 @@ class MosesTextTokenizer:
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer.encode(moses_text(texts, self.source_lang))
+
+    def encode_target(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer.encode_target(moses_text(texts, self.target_lang))
 
     def decode(self, ids: list[list[int]]) -> list[str]:
         return moses_detokenize(self.tokenizer.decode(ids), self.target_lang)

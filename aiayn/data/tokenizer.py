@@ -66,6 +66,10 @@ class Tokenizer:
     def encode(self, texts: list[str]) -> list[list[int]]:
         return self.processor.encode(texts)
 
+    def encode_target(self, texts: list[str]) -> list[list[int]]:
+        """Target-side text (a forced translation): one vocabulary for both sides (§3.4), so as `encode`."""
+        return self.encode(texts)
+
     def decode(self, ids: list[list[int]]) -> list[str]:
         texts = self.processor.decode(ids)
         # A case-folding vocabulary still has byte pieces that spell capitals (<0x41> is "A").

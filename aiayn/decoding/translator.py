@@ -16,7 +16,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from aiayn.data.batching import pad
-from aiayn.data.marian_vocab import AnyTokenizer
+from aiayn.data.marian_vocab import AnyTokenizer, MarianVocabTokenizer
 from aiayn.data.moses import MosesTextTokenizer
 from aiayn.decoding.int8 import quantize_int8
 from aiayn.decoding.search import EXTRA_OUTPUT_LENGTH, Hypothesis, Sampling, beam_search, check_deadline, greedy_search
@@ -98,6 +98,9 @@ class Translator:
         directory = resolve_checkpoint(path, announce=announce)
         model, tokenizer, config = load_checkpoint(directory, device)
         if moses_text:
+            if isinstance(tokenizer, MarianVocabTokenizer):  # cased SentencePiece text, with >>xx<< tags
+                raise CheckpointError(f"{directory}: an imported Marian model reads raw text; --moses-text is "
+                                      "for models trained on Moses-tokenised lowercased text")
             languages = config.get("languages")
             if not (isinstance(languages, dict) and isinstance(languages.get("source"), str)
                     and isinstance(languages.get("target"), str)):
@@ -198,7 +201,7 @@ class Translator:
         if unknown:
             raise ValueError(f"unknown attention kinds {sorted(unknown)}; choose from {ATTENTION_KINDS}")
         src_ids = self.tokenizer.encode([src])[0][: self.max_source_tokens]
-        tgt_ids = (self.tokenizer.encode([tgt])[0][: self.max_target_tokens] if tgt is not None
+        tgt_ids = (self.tokenizer.encode_target([tgt])[0][: self.max_target_tokens] if tgt is not None
                    else self.translate_ids([src_ids], beam=beam, deadline=deadline)[0][0].tokens)
         check_deadline(deadline)
         maps = AttentionMaps(**{kind: [] if kind in kinds else None for kind in ATTENTION_KINDS})

@@ -80,6 +80,14 @@ class DynamicBatcher(ModelThread):
         self.max_batch_tokens = max_batch_tokens
         self.pending: deque[_Job] = deque()
         self.arrived = asyncio.Event()
+        # Text to ids and back off the event loop (with --moses-text it passes through sacremoses,
+        # pure Python that would hold up every other request and /healthz), on one thread of its
+        # own: requests are encoded, and so queued, in the order they arrived.
+        self.text_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aiayn-text")
+
+    async def stop(self) -> None:
+        await super().stop()
+        self.text_thread.shutdown(wait=True)
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._serve())
@@ -87,12 +95,13 @@ class DynamicBatcher(ModelThread):
     async def translate(self, texts: list[str], beam: int, alpha: float) -> list[str]:
         if not texts:
             return []
-        ids = self.translator.tokenizer.encode(texts)
-        job = _Job(ids, (beam, alpha), asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        ids = await loop.run_in_executor(self.text_thread, self.translator.tokenizer.encode, texts)
+        job = _Job(ids, (beam, alpha), loop.create_future())
         self.pending.append(job)
         self.arrived.set()
         outputs: list[list[int]] = await job.future
-        return self.translator.tokenizer.decode(outputs)
+        return await loop.run_in_executor(self.text_thread, self.translator.tokenizer.decode, outputs)
 
     def _select(self) -> tuple[list[_Job], bool]:
         """The oldest live job and the later ones that can share its batch; and whether the

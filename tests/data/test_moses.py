@@ -2,6 +2,7 @@
 model trained on it (`--moses-text`)."""
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ from aiayn.cli import main
 from aiayn.data.moses import MosesTextTokenizer, moses_detokenize, moses_text
 from aiayn.data.tokenizer import Tokenizer
 from aiayn.decoding.translator import Translator
+from aiayn.errors import InputError
 
 
 def test_moses_text_is_the_papers_text() -> None:
@@ -41,6 +43,34 @@ def test_the_tokenizer_encodes_moses_text_and_decodes_plain_text() -> None:
     ids = tokenizer.encode(raw)[0]
     assert tokenizer.pieces(ids) == inner.pieces(ids) and tokenizer.vocab_size == inner.vocab_size
     assert tokenizer.lowercases and not inner.lowercases  # scored case-insensitively against raw references
+
+
+def test_each_side_is_tokenised_and_detokenised_in_its_own_language() -> None:
+    corpus = moses_text(["It's a dog.", 'Er sagt "Hallo", z.B. heute.'] * 50, "en")
+    inner = Tokenizer.train(corpus, vocab_size=300)
+    english_to_german, german_to_english = MosesTextTokenizer(inner, "en", "de"), MosesTextTokenizer(inner, "de", "en")
+    german = ['Er sagt "Hallo", z.B. heute.']  # the rules differ: ' " hallo , " ' in English, ' " hallo " , ' in German
+    assert moses_text(german, "en") != moses_text(german, "de")
+    assert german_to_english.encode(german) == inner.encode(moses_text(german, "de"))  # a German source
+    assert english_to_german.encode_target(german) == inner.encode(moses_text(german, "de"))  # a German target
+    ids = inner.encode(["it 's a dog ."])
+    assert german_to_english.decode(ids) == ["it's a dog."] and english_to_german.decode(ids) == ["it 's a dog."]
+
+
+def test_a_language_without_moses_rules_is_refused() -> None:
+    inner = Tokenizer.train(["a b c d e"] * 20, vocab_size=270)
+    with pytest.raises(InputError, match="no rules for language 'ko'"):
+        MosesTextTokenizer(inner, "ko", "en")
+
+
+def test_moses_text_is_refused_for_images_and_classifiers(tmp_path: Path) -> None:
+    from aiayn.commands.decoding import image_attention
+    from aiayn.serving.app import LIMITS, classifier_app
+
+    with pytest.raises(InputError, match="--moses-text"):
+        image_attention(argparse.Namespace(moses_text=True, checkpoint=str(tmp_path)), tmp_path / "a.png")
+    with pytest.raises(InputError, match="--moses-text"):
+        classifier_app(tmp_path, "run", "cpu", False, False, 5.0, 4000, LIMITS, moses_text=True)
 
 
 def test_a_translator_with_moses_text_translates_raw_text(trained_run: Path) -> None:
@@ -79,6 +109,7 @@ def test_the_server_with_moses_text_translates_raw_text(trained_run: Path, launc
         process.terminate()
         process.wait(timeout=90)
     assert response.status_code == 200
-    expected = Translator.from_checkpoint(trained_run, moses_text=True).translate(["Twenty-One", "Nine Hundred Seven."],
-                                                                                 beam=2)
-    assert response.json()["translations"] == expected
+    plain = Translator.from_checkpoint(trained_run)
+    expected = plain.translate(["twenty-one", "nine hundred seven ."], beam=2)  # lowercased, tokenised
+    assert expected != plain.translate(["Twenty-One", "Nine Hundred Seven."], beam=2)  # so the test can tell
+    assert response.json()["translations"] == expected  # (German number words: nothing to detokenise)

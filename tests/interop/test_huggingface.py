@@ -190,6 +190,13 @@ def test_imported_checkpoint_serves_translations_and_attention(imported: Path, g
         assert response.status_code == 200 and response.json()["source_tokens"][-1] == "</s>"
 
 
+def test_moses_text_is_refused_for_an_imported_marian_model(imported: Path) -> None:
+    from aiayn.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="imported Marian model reads raw text"):
+        Translator.from_checkpoint(imported, moses_text=True)
+
+
 def test_an_imported_checkpoint_exports_back_to_the_same_marian_folder(imported: Path, marian_dir: Path,
                                                                       tmp_path: Path) -> None:
     from safetensors.torch import load_file
