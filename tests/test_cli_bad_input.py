@@ -92,6 +92,8 @@ CASES = [
     ([*TRAIN, "--out", "{w}/new", *CORPUS, "--batch-tokens", "100"], "batch_tokens"),
     ([*TRAIN, "--out", "{w}/new", *CORPUS, "--max-steps", "0"], "--max-steps"),
     ([*TRAIN, "--out", "{w}/new", *CORPUS, "--dropout", "1.5"], "--dropout"),
+    ([*TRAIN, "--out", "{w}/new", *CORPUS, "--rdrop", "-1"], "--rdrop"),
+    ([*TRAIN, "--out", "{w}/new", *CORPUS, "--rdrop", "1000"], "rdrop"),
     ([*TRAIN, "--out", "{w}/new", *CORPUS, "--layers", "0"], "--layers"),
     ([*TRAIN, "--out", "{w}/new", *CORPUS, "--d-model", "30", "--heads", "4"], "d_model (30)"),
     ([*TRAIN, "--out", "{w}/new", *CORPUS, "--d-model", "15", "--heads", "5"], "even d_model"),

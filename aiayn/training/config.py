@@ -8,6 +8,7 @@ from aiayn.data.bpe_dropout import check_options as check_bpe_dropout
 from aiayn.errors import InputError
 from aiayn.training.schedule import DECAYS
 
+MOST_RDROP = 100.0  # R-Drop's published weights are 0.3 to 5
 MOST_AVERAGED = 100  # --average-last keeps a copy of the weights per averaged state
 
 
@@ -37,6 +38,7 @@ class TrainConfig:
     batch_widths: int = DEFAULT_WIDTHS  # (source, target) widths batches are padded to: at most twice as many shapes
     accumulate: int = 1  # batches per process per optimizer step (an effective batch larger than memory holds)
     label_smoothing: float = 0.1  # §5.4
+    rdrop: float = 0.0  # R-Drop's weight on the KL of two dropout passes (aiayn.training.loss); 0: one pass
     warmup_steps: int | None = None  # §5.3's warm-up; None: fitted to the budget (aiayn.training.trainer)
     lr_scale: float = 1.0  # multiplies the §5.3 learning rate
     decay: str = "inverse-sqrt"  # §5.3's, or "linear": BERT's, to 0 at the end of the budget
@@ -82,6 +84,8 @@ class TrainConfig:
         check_bpe_dropout(self.bpe_dropout, self.segmentations)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise InputError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0.0 <= self.rdrop <= MOST_RDROP:
+            raise InputError(f"rdrop must be in [0, {MOST_RDROP}], got {self.rdrop}")
         if not (self.lr_scale > 0 and 0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1 and self.adam_eps > 0):
             raise InputError("lr_scale and adam_eps must be positive, adam betas in [0, 1)")
         if self.train_src:  # a translator's raw corpus (other kinds check their own rows)

@@ -55,6 +55,22 @@ def _smoothed_logit_gradient_(logits: Tensor, lse: Tensor, target: Tensor, smoot
     return grad.scatter_add_(1, target[:, None], torch.full_like(lse[:, None], smoothing - 1.0))
 
 
+def _rdrop_logit_gradient_(logprobs: Tensor, target: Tensor, smoothing: float, weight: float) -> Tensor:
+    """Paired rows (the first half against the second): the gradient of both rows' smoothed losses
+    plus `weight` times their symmetric KL, (KL(P||Q) + KL(Q||P)) / 2, written over `logprobs`
+    (float32 log-softmax, the caller's own). d KL(P||Q) / d z_P = P * (log P - log Q - KL(P||Q)),
+    d KL(Q||P) / d z_P = P - Q. Returns the gradient and the per-pair symmetric KL."""
+    first, second = logprobs.chunk(2)
+    p, q, gap = first.exp(), second.exp(), first - second
+    kl_pq, kl_qp = (p * gap).sum(dim=-1), -(q * gap).sum(dim=-1)
+    half = weight / 2
+    first.copy_(p * (gap - kl_pq[:, None] + 1.0).mul_(half).add_(1.0) - half * q)
+    second.copy_(q * (kl_qp[:, None] + gap - 1.0).mul_(-half).add_(1.0) - half * p)
+    grad = logprobs.sub_(smoothing / logprobs.size(-1))
+    return grad.scatter_add_(1, target[:, None], torch.full_like(target[:, None], smoothing - 1.0, dtype=grad.dtype)), \
+        (kl_pq + kl_qp) / 2
+
+
 class _ProjectedLabelSmoothedLoss(torch.autograd.Function):
     """Summed smoothed loss and NLL of `hidden @ weight.T + bias` against `target`, chunk by chunk.
 
@@ -62,11 +78,15 @@ class _ProjectedLabelSmoothedLoss(torch.autograd.Function):
     hidden, weight and bias come out of the forward (as Liger's fused linear cross-entropy does),
     and the backward only scales them by the incoming gradient. Products run in `compute_dtype`
     (autocast's), the softmax and the loss in float32. The NLL is for logging: not differentiable.
+
+    With `rdrop` > 0 the rows are two passes of the same N tokens ([2N, d], the first N against
+    the last N): each chunk takes matching rows of both, and the loss adds `rdrop` times the
+    pairs' symmetric KL (R-Drop's Eq. 3).
     """
 
     @staticmethod
     def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, smoothing: float,
-                compute_dtype: torch.dtype, differentiable: bool) -> tuple[Tensor, Tensor]:
+                compute_dtype: torch.dtype, differentiable: bool, rdrop: float = 0.0) -> tuple[Tensor, Tensor]:
         # needs_input_grad holds under no_grad too: validation would compute gradients it drops.
         wants_grad = differentiable and any(ctx.needs_input_grad[:3])
         h, w = hidden.to(compute_dtype), weight.to(compute_dtype)
@@ -76,14 +96,19 @@ class _ProjectedLabelSmoothedLoss(torch.autograd.Function):
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if wants_grad else None
         grad_bias = torch.zeros_like(bias, dtype=torch.float32) if wants_grad and bias is not None else None
         rows = max(1, CHUNK_ELEMENTS.get(hidden.device.type, CHUNK_ELEMENTS["cpu"]) // weight.size(0))
-        for start in range(0, h.size(0), rows):
-            part, part_target = h[start:start + rows], target[start:start + rows]
+        for chunk in _chunks(h.size(0), rows, rdrop > 0, h.device):
+            part, part_target = h[chunk], target[chunk]
             logits = F.linear(part, w, b).float()
             smoothed, nll, lse = label_smoothed_terms(logits, part_target, smoothing)
             totals += torch.stack([smoothed.sum(), nll.sum()])
+            if rdrop > 0:
+                grad, symmetric_kl = _rdrop_logit_gradient_(logits.sub_(lse[:, None]), part_target, smoothing, rdrop)
+                totals[0] += rdrop * symmetric_kl.sum()
+            elif wants_grad:
+                grad = _smoothed_logit_gradient_(logits, lse, part_target, smoothing)
             if wants_grad:
-                grad = _smoothed_logit_gradient_(logits, lse, part_target, smoothing).to(compute_dtype)
-                grad_hidden[start:start + rows] = grad @ w
+                grad = grad.to(compute_dtype)
+                grad_hidden[chunk] = (grad @ w).to(grad_hidden.dtype)  # index_put does not cast
                 grad_weight += grad.t() @ part
                 if grad_bias is not None:
                     grad_bias += grad.sum(dim=0)
@@ -99,35 +124,68 @@ class _ProjectedLabelSmoothedLoss(torch.autograd.Function):
     def backward(ctx, grad_smoothed: Tensor, grad_nll: Tensor | None) -> tuple[Tensor | None, ...]:
         grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
         scaled = [None if g is None else g * grad_smoothed for g in (grad_hidden, grad_weight, grad_bias)]
-        return (*scaled, None, None, None, None)
+        return (*scaled, None, None, None, None, None)
 
 
-def projected_label_smoothed_loss(hidden: Tensor, projection: nn.Linear, target: Tensor,
-                                  smoothing: float = 0.1) -> tuple[Tensor, Tensor]:
+def _chunks(n: int, rows: int, paired: bool, device: torch.device) -> list[slice | Tensor]:
+    """Chunks of about `rows` of the n rows; paired: the same rows of both halves together."""
+    if not paired:
+        return [slice(start, start + rows) for start in range(0, n, rows)]
+    half, step = n // 2, max(1, rows // 2)
+    firsts = [torch.arange(start, min(start + step, half), device=device) for start in range(0, half, step)]
+    return [torch.cat([first, first + half]) for first in firsts]
+
+
+def projected_label_smoothed_loss(hidden: Tensor, projection: nn.Linear, target: Tensor, smoothing: float = 0.1,
+                                  rdrop: float = 0.0) -> tuple[Tensor, Tensor]:
     """Summed smoothed loss (differentiable) and NLL of `projection(hidden)` [N, V] against
-    `target` [N] (real tokens only: no padding here), without the [N, V] logits in float32."""
+    `target` [N] (real tokens only: no padding here), without the [N, V] logits in float32.
+    With `rdrop` > 0, plus `rdrop` times the symmetric KL of the first N / 2 rows' distributions
+    and the last N / 2 rows' (two passes of the same tokens, R-Drop)."""
     device = hidden.device.type
     if torch.compiler.is_compiling():  # the compiler fuses the plain formula; chunks would guard on N
-        smoothed, nll, _ = label_smoothed_terms(projection(hidden).float(), target, smoothing)
-        return smoothed.sum(), nll.sum().detach()
+        logits = projection(hidden).float()
+        smoothed, nll, _ = label_smoothed_terms(logits, target, smoothing)
+        loss = smoothed.sum()
+        if rdrop > 0:
+            first, second = logits.log_softmax(dim=-1).chunk(2)
+            loss = loss + rdrop * ((first.exp() - second.exp()) * (first - second)).sum() / 2
+        return loss, nll.sum().detach()
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else projection.weight.dtype
     with torch.autocast(device, enabled=False):
         return _ProjectedLabelSmoothedLoss.apply(hidden, projection.weight, projection.bias, target, smoothing, dtype,
-                                                 torch.is_grad_enabled())
+                                                 torch.is_grad_enabled(), rdrop)
 
 
 class TeacherForcingLoss(nn.Module):
     """The training objective of a Transformer as one module, which DDP wraps and torch.compile
     compiles whole (the loss with the model): forward(src, tgt_in, tgt_out, positions) gives the
     summed smoothed loss and NLL over the real target tokens, `positions` their flat indices into
-    tgt_out (aiayn.data.batching.Batch)."""
+    tgt_out (aiayn.data.batching.Batch).
 
-    def __init__(self, model: nn.Module, smoothing: float):
+    With `rdrop` > 0 a training batch runs twice through the model, under two dropout masks, and
+    the loss adds `rdrop` times the symmetric KL divergence of the two output distributions
+    (R-Drop, Liang et al. 2021, Eq. 3), halved with the two cross-entropies so that the figures
+    stay per target token."""
+
+    def __init__(self, model: nn.Module, smoothing: float, rdrop: float = 0.0):
         super().__init__()
-        self.model, self.smoothing = model, smoothing
+        self.model, self.smoothing, self.rdrop = model, smoothing, rdrop
 
     def forward(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        if self.rdrop > 0 and self.model.training:
+            return self._rdrop_loss(src, tgt_in, tgt_out, positions)
         output = self.model.teacher_forcing_output(src, tgt_in)
         real = output.flatten(0, 1).index_select(0, positions)
         target = tgt_out.flatten().index_select(0, positions)
         return projected_label_smoothed_loss(real, self.model.output_projection, target, self.smoothing)
+
+    def _rdrop_loss(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """(NLL_1 + NLL_2 + rdrop * (KL(P1||P2) + KL(P2||P1)) / 2) / 2, summed over the tokens: the
+        batch doubled in one pass, so each half has its own dropout mask."""
+        output = self.model.teacher_forcing_output(torch.cat([src, src]), torch.cat([tgt_in, tgt_in]))
+        real = output.flatten(0, 1).index_select(0, torch.cat([positions, positions + tgt_out.numel()]))
+        target = tgt_out.flatten().index_select(0, positions)
+        loss, nll = projected_label_smoothed_loss(real, self.model.output_projection, torch.cat([target, target]),
+                                                  self.smoothing, self.rdrop)
+        return loss / 2, nll / 2

@@ -36,7 +36,7 @@ class TranslationTask(Task):
         return collate(*self.data.read_pairs(rows.tolist()), widths, MIN_ROWS)
 
     def objective(self) -> TeacherForcingLoss:
-        return TeacherForcingLoss(self.model, self.config.label_smoothing)
+        return TeacherForcingLoss(self.model, self.config.label_smoothing, self.config.rdrop)
 
     @property
     def validates(self) -> bool:

@@ -138,6 +138,66 @@ def test_training_loss_drops_padding_and_chunks_yet_gives_the_gradients_of_the_w
     assert max(b.abs().max().item() for b in theirs) > 1e-2
 
 
+def dropout_batch(dropout: float):
+    """padded_batch's batch, with a model of the given dropout in training mode."""
+    from aiayn.model import ModelConfig, Transformer
+
+    _, batch = padded_batch()
+    torch.manual_seed(5)
+    model = Transformer(ModelConfig.preset("tiny", vocab_size=97, d_model=32, d_ff=64, dropout=dropout))
+    return model.train(), batch
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_rdrop_without_dropout_is_the_plain_loss_and_gradient(bf16: bool) -> None:
+    """Two passes with no dropout are the same pass: the KL term is 0, the loss and its gradient
+    those of one pass (so the halving keeps the figures per token), under bf16 autocast too."""
+    from aiayn.training.loss import TeacherForcingLoss
+
+    model, batch = dropout_batch(0.0)
+    tolerance = 1e-2 if bf16 else 1e-5
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        plain, plain_nll = TeacherForcingLoss(model, 0.1)(*batch.tensors)
+        rdrop, rdrop_nll = TeacherForcingLoss(model, 0.1, rdrop=5.0)(*batch.tensors)
+    assert rdrop.item() == pytest.approx(plain.item(), rel=tolerance)
+    assert rdrop_nll.item() == pytest.approx(plain_nll.item(), rel=tolerance) and not rdrop_nll.requires_grad
+    ours, theirs = parameter_gradients(model, rdrop), parameter_gradients(model, plain)
+    assert max((a - b).abs().max().item() for a, b in zip(ours, theirs)) < tolerance
+
+
+def test_rdrop_adds_the_symmetric_kl_of_two_dropout_passes_in_training_only(monkeypatch) -> None:
+    """R-Drop's Eq. 3, halved: the mean of the two passes' smoothed losses plus alpha / 2 times the
+    symmetric KL of their distributions, each pass under its own dropout mask, with the gradient
+    of that (torch's KL and autograd as the reference), in chunks of pairs; in eval mode the
+    objective is the plain loss."""
+    from aiayn.training import loss as loss_module
+    from aiayn.training.loss import TeacherForcingLoss
+
+    monkeypatch.setitem(loss_module.CHUNK_ELEMENTS, "cpu", 97 * 14)  # chunks of 7 pairs: several per batch
+    model, batch = dropout_batch(0.3)
+    src, tgt_in, tgt_out, positions = batch.tensors
+    torch.manual_seed(11)
+    loss, nll = TeacherForcingLoss(model, 0.1, rdrop=4.0)(*batch.tensors)
+    torch.manual_seed(11)  # the same two dropout masks: the doubled batch in one pass
+    hidden = model.teacher_forcing_output(torch.cat([src, src]), torch.cat([tgt_in, tgt_in]))
+    target = tgt_out.flatten()[positions]
+    lp = [F.log_softmax(model.output_projection(h.flatten(0, 1)[positions]), dim=-1) for h in hidden.chunk(2)]
+    smoothed = [F.cross_entropy(x, target, label_smoothing=0.1, reduction="sum") for x in lp]
+    kl = [F.kl_div(a, b, log_target=True, reduction="sum") for a, b in ((lp[0], lp[1]), (lp[1], lp[0]))]
+    assert kl[0].item() > 0.1 and kl[1].item() > 0.1  # the masks differ
+    expected = (smoothed[0] + smoothed[1]) / 2 + 4.0 / 2 * (kl[0] + kl[1]) / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    both_nll = sum(F.nll_loss(x, target, reduction="sum") for x in lp) / 2
+    assert nll.item() == pytest.approx(both_nll.item(), rel=1e-5)
+    tokens = batch.n_target_tokens
+    ours, theirs = parameter_gradients(model, loss / tokens), parameter_gradients(model, expected / tokens)
+    assert max((a - b).abs().max().item() for a, b in zip(ours, theirs)) < 1e-5
+    assert max(b.abs().max().item() for b in theirs) > 1e-2
+    model.eval()
+    assert (TeacherForcingLoss(model, 0.1, rdrop=4.0)(*batch.tensors)[0].item()
+            == pytest.approx(TeacherForcingLoss(model, 0.1)(*batch.tensors)[0].item(), rel=1e-6))
+
+
 class LargeFloat32Storages(TorchDispatchMode):
     """The most float32 storages of at least `numel` elements alive at once, over every operation
     (forward and backward). Storages are watched, not tensors: autograd keeps saved tensors alive

@@ -440,3 +440,13 @@ def test_a_run_with_bpe_dropout_trains_on_its_copies_and_records_them(number_cor
     for run, options in (("raw", (0.1, 2)), ("prepared", (0.2, 3))):  # config.json says what the data is
         training = json.loads((tmp_path / run / "config.json").read_text())["training"]
         assert (training["bpe_dropout"], training["segmentations"]) == options
+
+
+def test_a_run_with_rdrop_learns_and_records_its_weight(number_corpus, tmp_path: Path) -> None:
+    run = tmp_path / "rdrop"
+    assert main(["train", *TINY_ARGS, *corpus_args(number_corpus), "--out", str(run), "--max-steps", "30",
+                 "--rdrop", "5", "--dropout", "0.3"]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train_loss"] for r in records if "train_loss" in r]
+    assert losses[-1] < losses[0] and len(losses) == 15
+    assert json.loads((run / "config.json").read_text())["training"]["rdrop"] == 5.0
