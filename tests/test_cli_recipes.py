@@ -25,7 +25,7 @@ def test_the_recipes_are_there() -> None:
             "sst2_classifier", "lm_small", "vit_digits", "gpu_base", "multi30k_en_de_tiny",
             "multi30k_en_de_tiny_lowercase", "multi30k_en_de_tiny_linear",
             "multi30k_en_de_tiny_bpe_dropout", "multi30k_en_de_tiny_linear_small_batch",
-            "multi30k_en_de_tiny_tok"} <= names
+            "multi30k_en_de_tiny_tok", "multi30k_en_de_tiny_tok_rdrop"} <= names
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)

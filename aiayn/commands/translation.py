@@ -82,7 +82,9 @@ def _add_translator_training(groups: TrainingGroups) -> None:
     model.add_argument("--norm-placement", choices=["post", "pre"])
     groups.optimisation.add_argument("--label-smoothing", dest="label_smoothing", type=FRACTION, default=0.1)
     groups.optimisation.add_argument("--rdrop", type=number(float, 0.0), default=0.0,
-                                     help="R-Drop: each batch twice, this weight on the KL of the two (0: once)")
+                                     help="R-Drop's weight on the KL of two dropout passes of each batch (0: one pass); "
+                                          "twice the compute and activations (--batch-tokens counts one pass), "
+                                          "and train_loss includes the KL term")
     groups.stopping.add_argument("--bleu-sentences", dest="bleu_sentences", type=POSITIVE,
                                  help="validate BLEU on the first N sentences")
 

@@ -55,20 +55,24 @@ def _smoothed_logit_gradient_(logits: Tensor, lse: Tensor, target: Tensor, smoot
     return grad.scatter_add_(1, target[:, None], torch.full_like(lse[:, None], smoothing - 1.0))
 
 
-def _rdrop_logit_gradient_(logprobs: Tensor, target: Tensor, smoothing: float, weight: float) -> Tensor:
-    """Paired rows (the first half against the second): the gradient of both rows' smoothed losses
-    plus `weight` times their symmetric KL, (KL(P||Q) + KL(Q||P)) / 2, written over `logprobs`
-    (float32 log-softmax, the caller's own). d KL(P||Q) / d z_P = P * (log P - log Q - KL(P||Q)),
-    d KL(Q||P) / d z_P = P - Q. Returns the gradient and the per-pair symmetric KL."""
+def _rdrop_terms_(logprobs: Tensor, target: Tensor, smoothing: float, weight: float,
+                  wants_grad: bool) -> tuple[Tensor | None, Tensor]:
+    """Paired rows of float32 log-softmax (the first half against the second; the caller's own):
+    the per-pair symmetric KL, (KL(P||Q) + KL(Q||P)) / 2, and, when `wants_grad`, the gradient of
+    both rows' smoothed losses plus `weight` times that KL, written over `logprobs`.
+    d KL(P||Q) / d z_P = P * (log P - log Q - KL(P||Q)) and d KL(Q||P) / d z_P = P - Q."""
     first, second = logprobs.chunk(2)
     p, q, gap = first.exp(), second.exp(), first - second
     kl_pq, kl_qp = (p * gap).sum(dim=-1), -(q * gap).sum(dim=-1)
-    half = weight / 2
-    first.copy_(p * (gap - kl_pq[:, None] + 1.0).mul_(half).add_(1.0) - half * q)
-    second.copy_(q * (kl_qp[:, None] + gap - 1.0).mul_(-half).add_(1.0) - half * p)
+    if not wants_grad:
+        return None, (kl_pq + kl_qp) / 2
+    half_weight = weight / 2
+    # In the halves' own memory (all that is read is in p, q and gap): a chunk's size of float32 at most beside it.
+    first.copy_(gap).sub_(kl_pq[:, None]).add_(1.0).mul_(half_weight).add_(1.0).mul_(p).sub_(q, alpha=half_weight)
+    second.copy_(gap).neg_().sub_(kl_qp[:, None]).add_(1.0).mul_(half_weight).add_(1.0).mul_(q).sub_(p, alpha=half_weight)
     grad = logprobs.sub_(smoothing / logprobs.size(-1))
-    return grad.scatter_add_(1, target[:, None], torch.full_like(target[:, None], smoothing - 1.0, dtype=grad.dtype)), \
-        (kl_pq + kl_qp) / 2
+    grad.scatter_add_(1, target[:, None], torch.full_like(grad[:, :1], smoothing - 1.0))
+    return grad, (kl_pq + kl_qp) / 2
 
 
 class _ProjectedLabelSmoothedLoss(torch.autograd.Function):
@@ -102,7 +106,7 @@ class _ProjectedLabelSmoothedLoss(torch.autograd.Function):
             smoothed, nll, lse = label_smoothed_terms(logits, part_target, smoothing)
             totals += torch.stack([smoothed.sum(), nll.sum()])
             if rdrop > 0:
-                grad, symmetric_kl = _rdrop_logit_gradient_(logits.sub_(lse[:, None]), part_target, smoothing, rdrop)
+                grad, symmetric_kl = _rdrop_terms_(logits.sub_(lse[:, None]), part_target, smoothing, rdrop, wants_grad)
                 totals[0] += rdrop * symmetric_kl.sum()
             elif wants_grad:
                 grad = _smoothed_logit_gradient_(logits, lse, part_target, smoothing)
@@ -142,6 +146,8 @@ def projected_label_smoothed_loss(hidden: Tensor, projection: nn.Linear, target:
     `target` [N] (real tokens only: no padding here), without the [N, V] logits in float32.
     With `rdrop` > 0, plus `rdrop` times the symmetric KL of the first N / 2 rows' distributions
     and the last N / 2 rows' (two passes of the same tokens, R-Drop)."""
+    if rdrop > 0 and hidden.size(0) % 2:
+        raise ValueError(f"R-Drop pairs rows: {hidden.size(0)} rows is an odd count")
     device = hidden.device.type
     if torch.compiler.is_compiling():  # the compiler fuses the plain formula; chunks would guard on N
         logits = projection(hidden).float()

@@ -442,7 +442,12 @@ def test_a_run_with_bpe_dropout_trains_on_its_copies_and_records_them(number_cor
         assert (training["bpe_dropout"], training["segmentations"]) == options
 
 
-def test_a_run_with_rdrop_learns_and_records_its_weight(number_corpus, tmp_path: Path) -> None:
+def test_a_run_with_rdrop_learns_and_records_its_weight(number_corpus, tmp_path: Path, monkeypatch) -> None:
+    from aiayn.training.loss import TeacherForcingLoss
+
+    weights_seen, rdrop_loss = [], TeacherForcingLoss._rdrop_loss
+    monkeypatch.setattr(TeacherForcingLoss, "_rdrop_loss",
+                        lambda self, *batch: weights_seen.append(self.rdrop) or rdrop_loss(self, *batch))
     run = tmp_path / "rdrop"
     assert main(["train", *TINY_ARGS, *corpus_args(number_corpus), "--out", str(run), "--max-steps", "30",
                  "--rdrop", "5", "--dropout", "0.3"]) == 0
@@ -450,3 +455,4 @@ def test_a_run_with_rdrop_learns_and_records_its_weight(number_corpus, tmp_path:
     losses = [r["train_loss"] for r in records if "train_loss" in r]
     assert losses[-1] < losses[0] and len(losses) == 15
     assert json.loads((run / "config.json").read_text())["training"]["rdrop"] == 5.0
+    assert weights_seen == [5.0] * 30  # every step's objective two passes, with the recipe's weight
