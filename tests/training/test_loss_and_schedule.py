@@ -183,7 +183,7 @@ def rdrop_reference(model, batch, weight: float):
 @pytest.mark.parametrize("path", ["fused", "compiled", "bf16"])
 def test_rdrop_adds_the_symmetric_kl_of_two_dropout_passes(monkeypatch, path: str) -> None:
     """R-Drop's Eq. 3, halved, and its gradient: the fused loss in chunks of pairs, the plain
-    formula torch.compile runs, and both under bf16 autocast (the reference too)."""
+    formula torch.compile runs, and the fused loss under bf16 autocast (the reference too)."""
     from aiayn.training import loss as loss_module
     from aiayn.training.loss import TeacherForcingLoss
 
@@ -219,6 +219,19 @@ def test_rdrop_doubles_the_batch_in_training_only(monkeypatch) -> None:
     with torch.no_grad():
         objective(*batch.tensors)
     assert rows == [2 * len(batch.src), len(batch.src)]
+
+
+def test_rdrop_without_gradients_gives_the_same_loss() -> None:
+    """Under no_grad the fused loss skips the gradient work, not the KL term."""
+    from aiayn.training.loss import TeacherForcingLoss
+
+    model, batch = dropout_batch(0.3)
+    objective = TeacherForcingLoss(model, 0.1, rdrop=4.0)
+    torch.manual_seed(11)
+    with torch.no_grad():
+        without = objective(*batch.tensors)[0].item()
+    torch.manual_seed(11)
+    assert objective(*batch.tensors)[0].item() == pytest.approx(without, rel=1e-6)
 
 
 def test_rdrop_refuses_an_odd_row_count() -> None:
