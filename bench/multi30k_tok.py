@@ -4,7 +4,9 @@
 multi30k/dataset's scripts/task1-tokenize.sh made its data/task1/tok/*.lc.norm.tok.* files (Wu et
 al. 2021 learned their 10,000-merge BPE on those), under the raw files' names (train.en.gz, ...), so
 `aiayn train --multi30k SRC-TGT --data-dir OUT` and bench/multi30k_choose.sh read it as they read
-the raw folder. Entities are left unescaped (tokenizer.perl writes &apos; and &quot;).
+the raw folder. Entities are left unescaped (tokenizer.perl writes &apos; and &quot;). `aiayn train
+--moses-text` makes the same text from the raw files itself (aiayn.data.prepared); `write` is how
+runs 7 to 9 of docs/results/multi30k_en_de.md got it.
 
 `score`: a tokenised lowercased translation scored both ways the issue asks: BLEU on Moses-tokenised
 lowercased text (the papers': against the reference made as `write` makes it), and sacreBLEU of the

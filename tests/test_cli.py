@@ -73,3 +73,50 @@ def test_a_lowercase_run_writes_lowercase_and_is_scored_case_insensitively(
     assert capsys.readouterr().out.count("case:lc") == 4  # sacreBLEU's and chrF's signatures, twice
     hypotheses = [(tmp_path / f"{s.name}.hyp").read_text() for s in (number_corpus["valid_en"], upper)]
     assert hypotheses[0] == hypotheses[1] == hypotheses[0].lower()
+
+
+def test_a_moses_text_run_is_given_raw_text_and_writes_plain_text(
+        number_corpus: dict[str, Path], tmp_path: Path) -> None:
+    from aiayn.data.moses import MosesTextTokenizer, moses_detokenize, moses_text
+    from aiayn.data.tokenizer import Tokenizer
+    from aiayn.decoding.translator import Translator
+    from aiayn.interop.common import InteropError
+    from aiayn.interop.ctranslate2 import export_ctranslate2
+    from aiayn.interop.huggingface import export_huggingface
+
+    raw = {}
+    for name, path in number_corpus.items():  # cased, with punctuation the Moses rules split off
+        raw[name] = tmp_path / f"{name}.txt"
+        raw[name].write_text("".join(f'{line.capitalize()}, "{line}".\n' for line in path.read_text().splitlines()))
+    corpus = ["--train-src", str(raw["train_en"]), "--train-tgt", str(raw["train_de"]),
+              "--valid-src", str(raw["valid_en"]), "--valid-tgt", str(raw["valid_de"])]
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", "--moses-text", "--source-lang", "en", "--target-lang", "de",
+                 "--vocab-size", "300", "--batch-tokens", "600", "--max-steps", "2", "--eval-every", "2",
+                 "--bleu-sentences", "4", "--out", str(run), *corpus]) == 0
+    training = json.loads((run / "config.json").read_text())["training"]
+    assert training["moses_text"] is True and (training["source_lang"], training["target_lang"]) == ("en", "de")
+    validations = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+                   if "bleu_signature" in line]
+    assert validations and all("case:lc" in v["bleu_signature"] for v in validations)  # through the Moses text
+    translator = Translator.from_checkpoint(run)  # no --moses-text: the checkpoint says so
+    assert isinstance(translator.tokenizer, MosesTextTokenizer) and isinstance(translator.tokenizer.tokenizer, Tokenizer)
+    plain = Translator(translator.model, translator.tokenizer.tokenizer)
+    sources = raw["valid_en"].read_text().splitlines()[:4]
+    expected = moses_detokenize(plain.translate(moses_text(sources, "en"), beam=2), "de")
+    assert translator.translate(sources, beam=2) == expected
+    again = Translator.from_checkpoint(run, moses_text=True)  # the flag as well: wrapped once
+    assert isinstance(again.tokenizer.tokenizer, Tokenizer) and again.translate(sources, beam=2) == expected
+    for export, name in ((export_ctranslate2, "ct2"), (export_huggingface, "hf")):
+        with pytest.raises(InteropError, match="Moses-tokenised"):
+            export(run, tmp_path / name)
+        assert not (tmp_path / name).exists()
+    # `aiayn prepare --moses-text` makes the same data, and a run on it takes the data's languages.
+    data, second = tmp_path / "data", tmp_path / "second"
+    assert main(["prepare", "--moses-text", "--source-lang", "en", "--target-lang", "de", "--vocab-size", "300",
+                 "--out", str(data), *corpus]) == 0
+    assert (data / "train.src.bin").read_bytes() == (run / "data" / "train.src.bin").read_bytes()
+    assert main(["train", "--preset", "tiny", "--batch-tokens", "600", "--max-steps", "1", "--data", str(data),
+                 "--out", str(second)]) == 0
+    training = json.loads((second / "config.json").read_text())["training"]
+    assert training["moses_text"] is True and (training["source_lang"], training["target_lang"]) == ("en", "de")

@@ -45,6 +45,13 @@ def workspace(trained_run: Path, number_corpus: dict[str, Path], tmp_path_factor
     # The run's corpus again, with the run's vocabulary options but another max_length: same vocabulary, other pairs.
     prepare(root / "other_pairs", str(number_corpus["train_en"]), str(number_corpus["train_de"]),
             options=PrepareOptions(vocab_size=300, max_length=200, seed=3), log=lambda message: None)
+    prepare(root / "moses_data", str(root / "long.en"), str(root / "long.de"),
+            options=PrepareOptions(vocab_size=300, moses_text=("en", "de")), log=lambda message: None)
+    for name, languages in (("moses_xx", ["en", "xx"]), ("moses_null", None)):  # damaged manifests
+        shutil.copytree(root / "moses_data", root / name)
+        manifest = json.loads((root / name / "manifest.json").read_text())
+        manifest["options"]["moses_text"] = languages
+        (root / name / "manifest.json").write_text(json.dumps(manifest))
     last = sorted((run / "checkpoints").glob("step_*"))[-1]
     truncated = root / "truncated"
     shutil.copytree(last, truncated)
@@ -182,6 +189,20 @@ CASES = [
     ([*TRAIN, "--out", "{w}/new", "--data", "{w}/other_data", "--vocab-size", "50"], "--vocab-size"),
     ([*TRAIN, "--out", "{w}/new", "--data", "{w}/other_data", "--valid-src", "{w}/long.en"], "--valid-src"),
     (["train", "--out", "{w}/new", "--data", "{w}/other_data", "--max-steps", "2", "--lowercase"], "--lowercase"),
+    (["train", "--out", "{w}/new", "--data", "{w}/other_data", "--max-steps", "2", "--moses-text"], "--moses-text"),
+    (["train", "--out", "{w}/new", "--data", "{w}/moses_data", "--max-steps", "2", "--source-lang", "fr"],
+     "--source-lang fr"),
+    (["train", "--out", "{w}/new", "--data", "{w}/moses_xx", "--max-steps", "2"], "'xx'"),
+    (["train", "--out", "{w}/new", "--data", "{w}/moses_null", "--max-steps", "2"], "moses_text"),
+    (["prepare", "--out", "{w}/new", "--train-src", "{w}/long.en", "--train-tgt", "{w}/long.de", "--source-lang", "en"],
+     "--source-lang"),
+    ([*TRAIN, "--out", "{w}/new/sub/run", *CORPUS, "--moses-text", "--source-lang", "en", "--target-lang", "xx"],
+     "'xx'"),
+    (["train", "--resume", "{w}/run", "--moses-text"], "--moses-text"),
+    ([*TRAIN, "--out", "{w}/new", *CORPUS, "--moses-text"], "--source-lang"),
+    ([*TRAIN, "--out", "{w}/new", *CORPUS, "--moses-text", "--source-lang", "xx", "--target-lang", "de"], "'xx'"),
+    (["prepare", "--out", "{w}/new", "--train-src", "{w}/long.en", "--train-tgt", "{w}/long.de", "--moses-text",
+      "--source-lang", "en"], "--target-lang"),
     (["prepare", "--out", "{w}/new", "--train-src", "{w}/three.en", "--train-tgt", "{w}/two.de"], "two.de"),
     (["prepare", "--out", "{w}/new", "--train-src", "{w}/bad.en", "--train-tgt", "{w}/two.de"], "bad.en"),
     (["prepare", "--out", "{w}/new", "--train-src", "{w}/empty.en", "--train-tgt", "{w}/empty.de"], "empty.en"),

@@ -97,7 +97,8 @@ def add_decoding_arguments(p: argparse.ArgumentParser, beam: int = 4) -> None:
 def add_moses_text_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--moses-text", action="store_true",
                    help="the model reads and writes lowercased Moses-tokenised text (bench/multi30k_tok.py write): "
-                   "raw input is made so, and the output detokenised")
+                   "raw input is made so, and the output detokenised (automatic for a model trained with "
+                   "`aiayn train --moses-text`)")
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
@@ -122,6 +123,12 @@ def add_corpus_arguments(data: argparse._ArgumentGroup) -> None:
     data.add_argument("--lowercase", action="store_true", default=None,
                       help="the vocabulary lowercases all text, in training and in use: the model reads and writes "
                            "lowercase (as the Multi30k papers' data; its sacreBLEU is then case-insensitive)")
+    data.add_argument("--source-lang", dest="source_lang", help="language codes, kept in the checkpoints (e.g. de)")
+    data.add_argument("--target-lang", dest="target_lang")
+    data.add_argument("--moses-text", dest="moses_text", action="store_true", default=None,
+                      help="train on the Multi30k papers' text: the corpus lowercased, punctuation-normalised and "
+                           "Moses-tokenised in --source-lang and --target-lang before the vocabulary is learned; the "
+                           "model is then given raw text and writes plain lowercase text, in validation and in use")
     data.add_argument("--bpe-dropout", dest="bpe_dropout", type=FRACTION,
                       help="segment the training pairs with BPE-dropout: each merge left out with this probability "
                            "(Provilkov et al. 2020; 0.1 there); translation keeps the plain segmentation")

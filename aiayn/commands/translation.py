@@ -15,7 +15,7 @@ from aiayn.model.config import ModelConfig
 RAW_CORPUS_FLAGS = {"train_src": "--train-src", "train_tgt": "--train-tgt", "valid_src": "--valid-src",
                     "valid_tgt": "--valid-tgt", "vocab_size": "--vocab-size", "max_length": "--max-length",
                     "sample_sentences": "--sample-sentences", "lowercase": "--lowercase",
-                    "bpe_dropout": "--bpe-dropout", "segmentations": "--segmentations",
+                    "bpe_dropout": "--bpe-dropout", "segmentations": "--segmentations", "moses_text": "--moses-text",
                     "multi30k": "--multi30k"}
 TRAIN_DEFAULTS = TrainingDefaults(eval_every=500, log_every=10, batch_tokens=8000,
                                   batch_help="source+target tokens per batch, padding included (the log says its "
@@ -59,8 +59,6 @@ def add_train(verbs: argparse._SubParsersAction) -> None:
     data.add_argument("--data", help="a folder made by `aiayn prepare` (with --resume: where the run's data moved)")
     data.add_argument("--multi30k", metavar="SRC-TGT", help="Multi30k language pair, e.g. de-en (train + val splits)")
     data.add_argument("--data-dir", help="local copy of the Multi30k raw files (default: download once to the cache)")
-    data.add_argument("--source-lang", dest="source_lang", help="language codes, kept in the checkpoints (e.g. de)")
-    data.add_argument("--target-lang", dest="target_lang")
     add_corpus_arguments(data)
     _add_translator_training(add_training_arguments(p, TRAIN_DEFAULTS))
     p.set_defaults(run=_train)
@@ -181,15 +179,22 @@ def _training_data(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    from aiayn.data.moses import moses_languages
     from aiayn.data.prepared import PrepareOptions, prepare
 
     if not (args.train_src and args.train_tgt):
         raise InputError("give the corpus: --train-src and --train-tgt")
+    language = next((flag for flag, value in (("--source-lang", args.source_lang), ("--target-lang", args.target_lang))
+                     if value), None)
+    if language and not args.moses_text:
+        raise InputError(f"{language}: only with --moses-text here (prepared data keeps no languages otherwise; "
+                         "aiayn train takes them)")
     defaults = PrepareOptions()
     options = PrepareOptions(args.vocab_size or defaults.vocab_size, args.max_length or defaults.max_length,
                              args.sample_sentences or defaults.sample_sentences, args.seed, args.workers,
                              bool(args.lowercase), args.bpe_dropout or defaults.bpe_dropout,
-                             args.segmentations or defaults.segmentations)
+                             args.segmentations or defaults.segmentations,
+                             moses_languages(args.moses_text, args.source_lang, args.target_lang))
     prepare(args.out, args.train_src, args.train_tgt, args.valid_src, args.valid_tgt, options, args.overwrite)
     return 0
 

@@ -2,9 +2,10 @@
 Moses-tokenised (multi30k/dataset's scripts/task1-tokenize.sh, with sacremoses), and a tokenizer
 that lets such a model translate raw text.
 
-A model trained on that text (bench/multi30k_tok.py makes it from the raw files) reads and writes
-it; `MosesTextTokenizer` puts raw input into that form before the subword vocabulary sees it and
-detokenises the output, so `aiayn translate --moses-text` takes and gives plain sentences.
+A model trained on that text (`aiayn train --moses-text` makes it from the raw corpus, or
+bench/multi30k_tok.py beforehand) reads and writes it; `MosesTextTokenizer` puts raw input into
+that form before the subword vocabulary sees it and detokenises the output, so such a model takes
+and gives plain sentences (by itself when its checkpoint says `moses_text`, else with `--moses-text`).
 """
 from __future__ import annotations
 
@@ -32,6 +33,24 @@ def check_language(lang: str) -> None:
 
     if lang not in NonbreakingPrefixes().available_langs:
         raise InputError(f"--moses-text: the Moses tokeniser has no rules for language {lang!r}")
+
+
+def trained_on_moses_text(config: dict[str, Any]) -> bool:
+    """Whether a checkpoint's config says its model was trained on text made Moses text (`aiayn train --moses-text`)."""
+    training = config.get("training")
+    return isinstance(training, dict) and training.get("moses_text") is True
+
+
+def moses_languages(wanted: bool | None, source_lang: str | None, target_lang: str | None) -> tuple[str, str] | None:
+    """The (source, target) languages a corpus is made Moses text in, when it is `wanted` (the rules
+    are a language's), checked before anything is read or written."""
+    if not wanted:
+        return None
+    if not (source_lang and target_lang):
+        raise InputError("--moses-text: give --source-lang and --target-lang (the Moses rules are a language's)")
+    check_language(source_lang)
+    check_language(target_lang)
+    return source_lang, target_lang
 
 
 def moses_text(lines: list[str], lang: str) -> list[str]:

@@ -14,6 +14,11 @@ in parallel worker processes, and writes flat arrays that training reads pair by
     DATA/train.lengths.bin      [pairs, 2] source and target lengths (uint16, or uint32 past 65,535)
     DATA/valid.src.txt, valid.tgt.txt   the validation text as given (raw: BLEU is scored on raw text)
 
+With `moses_text` (source and target languages), the training text is made into the Multi30k papers'
+text first, lowercased, punctuation-normalised and Moses-tokenised (aiayn.data.moses), and the
+vocabulary is learned on that; the validation text stays raw, and a model trained on it is given
+raw text and writes plain text (aiayn.decoding.translator).
+
 With BPE-dropout (`bpe_dropout`, `segmentations` K), the training pairs are written K times, each
 time segmented anew (aiayn.data.bpe_dropout), one copy after the other: training shuffles them all.
 All files are little-endian raw arrays (numpy.fromfile / numpy.memmap with the manifest's dtypes).
@@ -42,6 +47,7 @@ import numpy as np
 
 from aiayn.data.bpe_dropout import BPEDropout, check_options as check_bpe_dropout
 from aiayn.data.corpus import CorpusError, iter_parallel, read_lines, require_file
+from aiayn.data.moses import check_language, moses_text
 from aiayn.data.tokenizer import Tokenizer
 from aiayn.errors import InputError
 from aiayn.files import building, check_output_dir, holds_only, write_atomic
@@ -91,10 +97,14 @@ def _start_worker(model_proto: bytes) -> None:
     _worker_dropout = None  # built when a chunk first needs it
 
 
-def _encode(texts: list[str], first_line: int, side: str, dropout: float, copy_seed: str) -> list[list[int]]:
+def _encode(texts: list[str], first_line: int, side: str, dropout: float, copy_seed: str,
+            moses_lang: str | None) -> list[list[int]]:
     """SentencePiece's ids, or BPE-dropout's with each line's own generator (seeded by the copy,
-    the side and the line number): the same ids whatever the workers and chunks."""
+    the side and the line number): the same ids whatever the workers and chunks. `moses_lang`:
+    the text made into Moses text of that language first."""
     global _worker_dropout
+    if moses_lang:
+        texts = moses_text(texts, moses_lang)
     if not dropout:
         return _worker_tokenizer.encode(texts)
     if _worker_dropout is None:
@@ -115,10 +125,12 @@ class EncodedChunk:
     examples: list[str]  # a few skipped lines, for the report
 
 
-def _encode_chunk(task: tuple[int, list[str], list[str], int, str, str, float, str]) -> EncodedChunk:
-    first_line, src, tgt, max_length, id_dtype, length_dtype, dropout, copy_seed = task
-    src_ids = _encode(src, first_line, "src", dropout, copy_seed)
-    tgt_ids = _encode(tgt, first_line, "tgt", dropout, copy_seed)
+def _encode_chunk(task: tuple[int, list[str], list[str], int, str, str, float, str, tuple[str, str] | None]
+                  ) -> EncodedChunk:
+    first_line, src, tgt, max_length, id_dtype, length_dtype, dropout, copy_seed, moses_langs = task
+    src_lang, tgt_lang = moses_langs or (None, None)
+    src_ids = _encode(src, first_line, "src", dropout, copy_seed, src_lang)
+    tgt_ids = _encode(tgt, first_line, "tgt", dropout, copy_seed, tgt_lang)
     kept_src, kept_tgt, lengths, examples = [], [], [], []
     empty = too_long = 0
     for offset, (s, t) in enumerate(zip(src_ids, tgt_ids)):
@@ -183,6 +195,7 @@ class PrepareOptions:
     lowercase: bool = False  # the vocabulary case-folds all text (Tokenizer.train)
     bpe_dropout: float = 0.0  # the training pairs segmented with BPE-dropout (aiayn.data.bpe_dropout)
     segmentations: int = 1  # copies of the training pairs, each segmented anew (with bpe_dropout)
+    moses_text: tuple[str, str] | None = None  # (source, target) languages: the training text made Moses text
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "max_length", "sample_sentences", "segmentations"):
@@ -191,6 +204,8 @@ class PrepareOptions:
         if self.max_length > 2**32 - 1:
             raise InputError(f"max_length {self.max_length} is too large")
         check_bpe_dropout(self.bpe_dropout, self.segmentations)
+        for lang in self.moses_text or ():
+            check_language(lang)
 
     def identity(self) -> dict[str, Any]:
         """What decides the output (workers do not). Options added later only when set: data
@@ -198,7 +213,17 @@ class PrepareOptions:
         return {"vocab_size": self.vocab_size, "max_length": self.max_length,
                 "sample_sentences": self.sample_sentences, "seed": self.seed,
                 **({"lowercase": True} if self.lowercase else {}),
-                **({"bpe_dropout": self.bpe_dropout, "segmentations": self.segmentations} if self.bpe_dropout else {})}
+                **({"bpe_dropout": self.bpe_dropout, "segmentations": self.segmentations} if self.bpe_dropout else {}),
+                **({"moses_text": list(self.moses_text)} if self.moses_text else {})}
+
+
+def training_pairs(train_src: str, train_tgt: str, options: PrepareOptions) -> Iterator[tuple[str, str]]:
+    """The training pairs as the vocabulary is learned on them: made Moses text with `moses_text`."""
+    pairs = iter_parallel(train_src, train_tgt)
+    if not options.moses_text:
+        return pairs
+    src_lang, tgt_lang = options.moses_text
+    return ((moses_text([src], src_lang)[0], moses_text([tgt], tgt_lang)[0]) for src, tgt in pairs)
 
 
 def _learn_vocabulary(train_src: str, train_tgt: str, options: PrepareOptions) -> tuple[Tokenizer, int]:
@@ -208,7 +233,7 @@ def _learn_vocabulary(train_src: str, train_tgt: str, options: PrepareOptions) -
     def sentences() -> Iterator[str]:
         nonlocal lines, failure
         try:
-            for src, tgt in iter_parallel(train_src, train_tgt):
+            for src, tgt in training_pairs(train_src, train_tgt, options):
                 lines += 1
                 yield src
                 yield tgt
@@ -240,7 +265,7 @@ def _write_train_split(staged: Path, train_src: str, train_tgt: str, tokenizer: 
         files["src.idx"].write(np.zeros(1, "<i8").tobytes())
         files["tgt.idx"].write(np.zeros(1, "<i8").tobytes())
         tasks = ((first, src, tgt, options.max_length, id_dtype, length_dtype, options.bpe_dropout,
-                  f"{options.seed}:{copy}")
+                  f"{options.seed}:{copy}", options.moses_text)
                  for copy in range(options.segmentations)
                  for first, src, tgt in _chunks(iter_parallel(train_src, train_tgt), CHUNK_PAIRS))
         for chunk in _ordered_map(_encode_chunk, tasks, workers, _start_worker, (tokenizer.model_proto,)):

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from aiayn.data.batching import pad
 from aiayn.data.marian_vocab import AnyTokenizer, MarianVocabTokenizer
-from aiayn.data.moses import MosesTextTokenizer
+from aiayn.data.moses import MosesTextTokenizer, trained_on_moses_text
 from aiayn.decoding.int8 import quantize_int8
 from aiayn.decoding.search import EXTRA_OUTPUT_LENGTH, Hypothesis, Sampling, beam_search, check_deadline, greedy_search
 from aiayn.model import AttentionMaps, Transformer
@@ -90,14 +90,15 @@ class Translator:
         per row, CPU only). Log-probabilities, softmax and the search's scores stay
         float32 either way. moses_text=True is for a model trained on Moses-tokenised lowercased
         text (aiayn.data.moses): raw input is made into that text, and the output detokenised, in
-        the languages the checkpoint names."""
+        the languages the checkpoint names. A model trained with `aiayn train --moses-text` says
+        so in its config, and is used so without it."""
         from aiayn.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 
         if bf16 and int8:
             raise ValueError("choose bf16 or int8 weights, not both")
         directory = resolve_checkpoint(path, announce=announce)
         model, tokenizer, config = load_checkpoint(directory, device)
-        if moses_text:
+        if moses_text or trained_on_moses_text(config):
             if isinstance(tokenizer, MarianVocabTokenizer):  # cased SentencePiece text, with >>xx<< tags
                 raise CheckpointError(f"{directory}: an imported Marian model reads raw text; --moses-text is "
                                       "for models trained on Moses-tokenised lowercased text")

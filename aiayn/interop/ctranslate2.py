@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from aiayn.checkpoint import load_checkpoint
 from aiayn.data.marian_vocab import SOURCE_SPM, TARGET_SPM, UNK, AnyTokenizer, MarianVocabTokenizer
 from aiayn.files import building
-from aiayn.interop.common import InteropError, optional_module, require_empty
+from aiayn.interop.common import InteropError, optional_module, refuse_moses_text, require_empty
 from aiayn.model import Transformer
 from aiayn.model.transformer import MultiHeadAttention, sinusoid_table
 
@@ -134,5 +134,6 @@ def write_ctranslate2(model: Transformer, tokenizer: AnyTokenizer, out: str | Pa
 def export_ctranslate2(checkpoint: str | Path, out: str | Path, quantization: str | None = None) -> Path:
     """An aiayn checkpoint (or run directory) -> a CTranslate2 model folder at `out`."""
     require_empty(Path(out))
-    model, tokenizer, _ = load_checkpoint(checkpoint)
+    model, tokenizer, config = load_checkpoint(checkpoint)
+    refuse_moses_text(config, checkpoint, "CTranslate2")
     return write_ctranslate2(model, tokenizer, out, quantization)

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from aiayn.checkpoint import load_checkpoint, save_checkpoint
 from aiayn.data.marian_vocab import SOURCE_SPM, TARGET_SPM, VOCAB_JSON, AnyTokenizer, MarianVocabTokenizer
 from aiayn.files import building, read_json_object
-from aiayn.interop.common import InteropError, optional_module, require_empty
+from aiayn.interop.common import InteropError, optional_module, refuse_moses_text, require_empty
 from aiayn.interop.marian import (
     EMBEDDING_COPIES, POSITION_TABLES, SHARED_EMBEDDING, from_marian_config, from_marian_state, mapping_table,
     marian_order, to_marian_config, to_marian_state)
@@ -62,6 +62,7 @@ def export_huggingface(checkpoint: str | Path, out: str | Path) -> Path:
     out = Path(out)
     require_empty(out)  # before the work, not only after it
     model, tokenizer, config = load_checkpoint(checkpoint)
+    refuse_moses_text(config, checkpoint, "Hugging Face")
     c = model.config
     hf = marian_model(model)
     hf.generation_config = transformers.GenerationConfig(

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from aiayn.data.batching import DEFAULT_WIDTHS
 from aiayn.data.bpe_dropout import check_options as check_bpe_dropout
+from aiayn.data.moses import moses_languages
 from aiayn.errors import InputError
 from aiayn.training.schedule import DECAYS
 
@@ -34,6 +35,7 @@ class TrainConfig:
     lowercase: bool = False  # the vocabulary case-folds all text (as the Multi30k papers' data)
     bpe_dropout: float = 0.0  # training pairs segmented with BPE-dropout (aiayn.data.bpe_dropout)
     segmentations: int = 1  # copies of the training pairs, each segmented anew
+    moses_text: bool = False  # trained on Moses-tokenised lowercased text, made from the raw (aiayn.data.moses)
     batch_tokens: int = 8000  # source + target tokens per batch, padding included (§5.1), per process
     batch_widths: int = DEFAULT_WIDTHS  # (source, target) widths batches are padded to: at most twice as many shapes
     accumulate: int = 1  # batches per process per optimizer step (an effective batch larger than memory holds)
@@ -82,6 +84,8 @@ class TrainConfig:
         if not 0.0 < self.valid_share <= 1.0:
             raise InputError(f"valid_share must be in (0, 1], got {self.valid_share}")
         check_bpe_dropout(self.bpe_dropout, self.segmentations)
+        if self.train_src:  # a raw corpus (prepared data names its own languages)
+            moses_languages(self.moses_text, self.source_lang, self.target_lang)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise InputError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= self.rdrop <= MOST_RDROP:

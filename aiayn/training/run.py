@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from aiayn import checkpoint
 from aiayn.data.corpus import require_file
+from aiayn.data.moses import moses_languages
 from aiayn.data.prepared import PreparedData, PrepareOptions, prepare
 from aiayn.data.tokenizer import Tokenizer
 from aiayn.errors import InputError
@@ -110,6 +111,7 @@ def create_run(run_dir: Path, model_config: ModelConfig, config: TrainConfig, ov
         data.tokenizer()  # and its tokenizer against the manifest
         if config.lowercase and not data.manifest["options"].get("lowercase"):
             raise InputError(f"lowercase: {config.data} was prepared without --lowercase (prepare it with it)")
+        config = _moses_languages_of(data, config)
         prepared_with = (data.manifest["options"].get("bpe_dropout", 0.0), data.manifest["options"].get("segmentations", 1))
         if (config.bpe_dropout or config.segmentations > 1) and (config.bpe_dropout, config.segmentations) != prepared_with:
             raise InputError(f"bpe_dropout {config.bpe_dropout}, segmentations {config.segmentations}: {config.data} "
@@ -128,7 +130,8 @@ def create_run(run_dir: Path, model_config: ModelConfig, config: TrainConfig, ov
     with building(run_dir, owned=is_run if overwrite else None) as staged:
         if not config.data:
             options = PrepareOptions(config.vocab_size, config.max_length, config.sample_sentences, config.seed, workers,
-                                     config.lowercase, config.bpe_dropout, config.segmentations)
+                                     config.lowercase, config.bpe_dropout, config.segmentations,
+                                     moses_languages(config.moses_text, config.source_lang, config.target_lang))
             prepare(staged / RUN_DATA, config.train_src, config.train_tgt, config.valid_src, config.valid_tgt, options,
                     log=say)
             data = PreparedData(staged / RUN_DATA)
@@ -138,6 +141,7 @@ def create_run(run_dir: Path, model_config: ModelConfig, config: TrainConfig, ov
                                      lowercase=manifest["options"].get("lowercase", False),
                                      bpe_dropout=manifest["options"].get("bpe_dropout", 0.0),
                                      segmentations=manifest["options"].get("segmentations", 1),
+                                     moses_text=bool(manifest["options"].get("moses_text")),
                                      max_length=manifest["options"]["max_length"])
         model_config = dataclasses.replace(model_config, vocab_size=manifest["vocab_size"])
         shutil.copyfile(data.tokenizer_path, staged / "tokenizer.model")
@@ -151,6 +155,24 @@ def create_run(run_dir: Path, model_config: ModelConfig, config: TrainConfig, ov
                                                           "data_fingerprint": fingerprint(manifest)}, indent=1))
         data.close()
     return model_config, config
+
+
+def _moses_languages_of(data: PreparedData, config: TrainConfig) -> TrainConfig:
+    """`config` with the languages of data prepared with `moses_text`, which must be the run's."""
+    options = data.manifest["options"]
+    if "moses_text" not in options:
+        if config.moses_text:
+            raise InputError(f"moses_text: {config.data} was prepared without --moses-text (prepare it with it)")
+        return config
+    prepared = options["moses_text"]
+    if not (isinstance(prepared, list) and len(prepared) == 2 and all(isinstance(lang, str) for lang in prepared)):
+        raise InputError(f"{data.directory / 'manifest.json'}: damaged (options.moses_text is not two languages)")
+    moses_languages(True, *prepared)  # the Moses rules of both, before the run is made
+    for flag, given, lang in (("--source-lang", config.source_lang, prepared[0]),
+                              ("--target-lang", config.target_lang, prepared[1])):
+        if given not in (None, lang):
+            raise InputError(f"{flag} {given}: {config.data} was prepared as Moses text in {lang}")
+    return dataclasses.replace(config, source_lang=prepared[0], target_lang=prepared[1])
 
 
 def load_run(run_dir: Path, data: str | None = None) -> tuple[Tokenizer, ModelConfig, TrainConfig]:

@@ -1,5 +1,5 @@
 """§5's task: a translator trained by teacher forcing on prepared parallel data (aiayn.data.prepared),
-validated by its loss and by the sacreBLEU of its greedy translations."""
+validated by its loss and by the sacreBLEU of its greedy translations of the raw validation text."""
 from __future__ import annotations
 
 import math
@@ -10,6 +10,7 @@ import torch
 
 from aiayn.kinds import TRANSLATOR
 from aiayn.data.batching import MIN_ROWS, Batch, TokenBatches, collate
+from aiayn.data.moses import MosesTextTokenizer
 from aiayn.data.prepared import PreparedData
 from aiayn.data.tokenizer import Tokenizer
 from aiayn.decoding.translator import Translator
@@ -27,6 +28,9 @@ class TranslationTask(Task):
         super().__init__(model, tokenizer)
         self.data, self.config = data, config
         self.valid = data.valid_text()
+        # The validation text is raw: a model of Moses text reads it through the Moses tokeniser.
+        self.text = (MosesTextTokenizer(tokenizer, config.source_lang, config.target_lang) if config.moses_text
+                     else tokenizer)
 
     def lengths(self) -> tuple[np.ndarray, np.ndarray]:
         lengths = self.data.lengths()
@@ -49,15 +53,15 @@ class TranslationTask(Task):
         smoothed, nll, tokens = self._validation_loss(src_text, tgt_text, autocast)
         n = self.config.bleu_sentences or len(src_text)
         with autocast():
-            hypotheses = Translator(self.model, self.tokenizer).translate(src_text[:n], beam=1)
-        score = bleu(hypotheses, tgt_text[:n], self.tokenizer.lowercases)
+            hypotheses = Translator(self.model, self.text).translate(src_text[:n], beam=1)
+        score = bleu(hypotheses, tgt_text[:n], self.text.lowercases)
         metrics = {"valid_loss": smoothed / tokens, "valid_nll": nll / tokens, "valid_ppl": math.exp(nll / tokens),
                    "valid_bleu": score.score, "bleu_signature": score.signature}
         return metrics, score.score
 
     def _validation_loss(self, src_text: list[str], tgt_text: list[str], autocast: Autocast) -> tuple[float, ...]:
         """Summed smoothed loss and NLL of the validation pairs, in training's batches, and their tokens."""
-        src_ids, tgt_ids = self.tokenizer.encode(src_text), self.tokenizer.encode(tgt_text)
+        src_ids, tgt_ids = self.text.encode(src_text), self.text.encode_target(tgt_text)
         keep = np.array([i for i, (s, t) in enumerate(zip(src_ids, tgt_ids)) if s and t])
         src_len = np.array([len(src_ids[i]) + 1 for i in keep])
         tgt_len = np.array([len(tgt_ids[i]) + 1 for i in keep])

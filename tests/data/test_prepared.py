@@ -78,6 +78,31 @@ def test_lowercase_is_part_of_what_decides_the_data(corpus, tmp_path: Path) -> N
         prepare(tmp_path / "data", *args, options=OPTIONS, **QUIET)
 
 
+def test_moses_text_prepares_what_the_tokenised_files_would(number_corpus, tmp_path: Path) -> None:
+    from aiayn.data.moses import moses_text
+
+    english = [f'{line.capitalize()}, isn\'t it "{line}"?' for line in number_corpus["train_en"].read_text().splitlines()]
+    german = [f'{line.capitalize()}: z.B. "{line}".' for line in number_corpus["train_de"].read_text().splitlines()]
+    files = {"raw.en": english, "raw.de": german, "tok.en": moses_text(english, "en"), "tok.de": moses_text(german, "de"),
+             "valid.en": ['Seven, isn\'t it "seven"?'], "valid.de": ['Sieben: z.B. "sieben".']}
+    for name, lines in files.items():
+        (tmp_path / name).write_text("".join(line + "\n" for line in lines))
+    assert files["tok.en"][0] != english[0].lower()  # the Moses text differs from the raw text
+    moses = dataclasses.replace(OPTIONS, moses_text=("en", "de"), workers=2)  # made Moses text in the workers too
+    manifest = prepare(tmp_path / "moses", str(tmp_path / "raw.en"), str(tmp_path / "raw.de"), str(tmp_path / "valid.en"),
+                       str(tmp_path / "valid.de"), moses, **QUIET)
+    prepare(tmp_path / "tokenised", str(tmp_path / "tok.en"), str(tmp_path / "tok.de"), options=OPTIONS, **QUIET)
+    for name in ("tokenizer.model", "train.src.bin", "train.tgt.bin", "train.src.idx", "train.tgt.idx", "train.lengths.bin"):
+        assert (tmp_path / "moses" / name).read_bytes() == (tmp_path / "tokenised" / name).read_bytes(), name
+    assert manifest["options"]["moses_text"] == ["en", "de"] and "moses_text" not in OPTIONS.identity()
+    assert PreparedData(tmp_path / "moses").valid_text() == (files["valid.en"], files["valid.de"])  # kept raw
+    with pytest.raises(InputError, match="other inputs or options"):
+        prepare(tmp_path / "moses", str(tmp_path / "raw.en"), str(tmp_path / "raw.de"), str(tmp_path / "valid.en"),
+                str(tmp_path / "valid.de"), OPTIONS, **QUIET)
+    with pytest.raises(InputError, match="no rules for language 'xx'"):
+        dataclasses.replace(OPTIONS, moses_text=("en", "xx"))
+
+
 def test_bpe_dropout_writes_each_pair_once_per_segmentation_whatever_the_workers(
         corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     args = (str(corpus["train.en"]), str(corpus["train.de"]))
