@@ -11,9 +11,11 @@ runs 7 to 9 of docs/results/multi30k_en_de.md got it.
 `score`: a tokenised lowercased translation scored both ways the issue asks: BLEU on Moses-tokenised
 lowercased text (the papers': against the reference made as `write` makes it), and sacreBLEU of the
 Moses-detokenised translation against the raw reference (case-insensitive: the translation is lowercase).
+`--plain`: the translation is plain text (a model trained with `aiayn train --moses-text` writes
+it), made into the papers' text first.
 
     .venv/bin/python bench/multi30k_tok.py write MULTI30K OUT
-    .venv/bin/python bench/multi30k_tok.py score HYP MULTI30K/test_2016_flickr.de.gz --lang de
+    .venv/bin/python bench/multi30k_tok.py score HYP MULTI30K/test_2016_flickr.de.gz --lang de [--plain]
 """
 from __future__ import annotations
 
@@ -62,15 +64,18 @@ def write(raw: Path, out: Path) -> None:
         fail(f"{out}: cannot be written ({error.strerror or error})")
 
 
-def score(hypotheses_path: Path, reference_path: Path, lang: str) -> None:
-    """The papers' BLEU compares the translation, tokenised and lowercase as the model writes it,
-    with the reference made the same way (moses_text); sacreBLEU detokenises the translation."""
+def score(hypotheses_path: Path, reference_path: Path, lang: str, plain: bool = False) -> None:
+    """The papers' BLEU compares the translation, tokenised and lowercase as the model writes it (or
+    made so, if `plain`), with the reference made the same way (moses_text); sacreBLEU detokenises
+    the translation."""
     from sacrebleu.metrics import BLEU
 
     try:
         hypotheses, references = read_lines(hypotheses_path), read_lines(reference_path)
     except InputError as error:
         fail(str(error))
+    if plain:
+        hypotheses = moses_text(hypotheses, lang)
     if len(hypotheses) != len(references):
         fail(f"{hypotheses_path}: {len(hypotheses):,} lines, but {reference_path} has {len(references):,}")
     metric = BLEU(tokenize="none", force=True)
@@ -91,11 +96,12 @@ def main() -> None:
     s.add_argument("hypotheses", type=Path)
     s.add_argument("reference", type=Path, help="the raw reference (.gz or plain)")
     s.add_argument("--lang", required=True, help="the target language, for Moses")
+    s.add_argument("--plain", action="store_true", help="the translation is plain text: tokenised first")
     args = parser.parse_args()
     if args.verb == "write":
         write(args.raw, args.out)
     else:
-        score(args.hypotheses, args.reference, args.lang)
+        score(args.hypotheses, args.reference, args.lang, args.plain)
 
 
 if __name__ == "__main__":

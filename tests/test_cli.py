@@ -1,6 +1,7 @@
 """The command line parses and dispatches."""
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import subprocess
@@ -84,16 +85,16 @@ def test_a_moses_text_run_is_given_raw_text_and_writes_plain_text(
     from aiayn.interop.ctranslate2 import export_ctranslate2
     from aiayn.interop.huggingface import export_huggingface
 
-    raw = {}
+    raw, folder = {}, tmp_path / "multi30k"  # a Multi30k folder of the number words
+    folder.mkdir()
     for name, path in number_corpus.items():  # cased, with punctuation the Moses rules split off
-        raw[name] = tmp_path / f"{name}.txt"
-        raw[name].write_text("".join(f'{line.capitalize()}, "{line}".\n' for line in path.read_text().splitlines()))
-    corpus = ["--train-src", str(raw["train_en"]), "--train-tgt", str(raw["train_de"]),
-              "--valid-src", str(raw["valid_en"]), "--valid-tgt", str(raw["valid_de"])]
+        raw[name] = folder / f"{name.replace('valid', 'val').replace('_', '.')}.gz"
+        with gzip.open(raw[name], "wt", encoding="utf-8") as f:
+            f.writelines(f'{line.capitalize()}, "{line}".\n' for line in path.read_text().splitlines())
     run = tmp_path / "run"
-    assert main(["train", "--preset", "tiny", "--moses-text", "--source-lang", "en", "--target-lang", "de",
+    assert main(["train", "--preset", "tiny", "--multi30k", "en-de", "--data-dir", str(folder), "--moses-text",
                  "--vocab-size", "300", "--batch-tokens", "600", "--max-steps", "2", "--eval-every", "2",
-                 "--bleu-sentences", "4", "--out", str(run), *corpus]) == 0
+                 "--bleu-sentences", "4", "--out", str(run)]) == 0  # the pair names the languages
     training = json.loads((run / "config.json").read_text())["training"]
     assert training["moses_text"] is True and (training["source_lang"], training["target_lang"]) == ("en", "de")
     validations = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
@@ -102,7 +103,7 @@ def test_a_moses_text_run_is_given_raw_text_and_writes_plain_text(
     translator = Translator.from_checkpoint(run)  # no --moses-text: the checkpoint says so
     assert isinstance(translator.tokenizer, MosesTextTokenizer) and isinstance(translator.tokenizer.tokenizer, Tokenizer)
     plain = Translator(translator.model, translator.tokenizer.tokenizer)
-    sources = raw["valid_en"].read_text().splitlines()[:4]
+    sources = gzip.open(raw["valid_en"], "rt", encoding="utf-8").read().splitlines()[:4]
     expected = moses_detokenize(plain.translate(moses_text(sources, "en"), beam=2), "de")
     assert translator.translate(sources, beam=2) == expected
     again = Translator.from_checkpoint(run, moses_text=True)  # the flag as well: wrapped once
@@ -114,7 +115,8 @@ def test_a_moses_text_run_is_given_raw_text_and_writes_plain_text(
     # `aiayn prepare --moses-text` makes the same data, and a run on it takes the data's languages.
     data, second = tmp_path / "data", tmp_path / "second"
     assert main(["prepare", "--moses-text", "--source-lang", "en", "--target-lang", "de", "--vocab-size", "300",
-                 "--out", str(data), *corpus]) == 0
+                 "--out", str(data), "--train-src", str(raw["train_en"]), "--train-tgt", str(raw["train_de"]),
+                 "--valid-src", str(raw["valid_en"]), "--valid-tgt", str(raw["valid_de"])]) == 0
     assert (data / "train.src.bin").read_bytes() == (run / "data" / "train.src.bin").read_bytes()
     assert main(["train", "--preset", "tiny", "--batch-tokens", "600", "--max-steps", "1", "--data", str(data),
                  "--out", str(second)]) == 0

@@ -84,6 +84,12 @@ def test_score_gives_both_metrics_of_a_tokenised_translation(multi30k_dir: Path,
             assert tokenized == 100.0 and detokenized > 99.5
         else:
             assert 30 < detokenized < 90 and 30 < tokenized < 90
+    # A plain translation (a --moses-text model's) is tokenised first: the raw reference scores 100.
+    done = multi30k_tok("score", str(raw / "test_2016_flickr.de.gz"), str(raw / "test_2016_flickr.de.gz"), "--lang", "de",
+                        "--plain")
+    assert done.returncode == 0 and done.stdout.startswith("BLEU 100.00 on Moses-tokenised"), done.stdout
+    done = multi30k_tok("score", str(raw / "test_2016_flickr.de.gz"), str(raw / "test_2016_flickr.de.gz"), "--lang", "de")
+    assert float(done.stdout.split()[1]) < 90  # without --plain, raw text against the tokenised reference
 
 
 def test_score_names_a_missing_file_and_a_length_mismatch(multi30k_dir: Path, tmp_path: Path) -> None:

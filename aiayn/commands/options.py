@@ -123,8 +123,9 @@ def add_corpus_arguments(data: argparse._ArgumentGroup) -> None:
     data.add_argument("--lowercase", action="store_true", default=None,
                       help="the vocabulary lowercases all text, in training and in use: the model reads and writes "
                            "lowercase (as the Multi30k papers' data; its sacreBLEU is then case-insensitive)")
-    data.add_argument("--source-lang", dest="source_lang", help="language codes, kept in the checkpoints (e.g. de)")
-    data.add_argument("--target-lang", dest="target_lang")
+    data.add_argument("--source-lang", dest="source_lang",
+                      help="language code (e.g. de): kept in a run's checkpoints; the Moses rules of --moses-text")
+    data.add_argument("--target-lang", dest="target_lang", help="likewise, of the target side")
     data.add_argument("--moses-text", dest="moses_text", action="store_true", default=None,
                       help="train on the Multi30k papers' text: the corpus lowercased, punctuation-normalised and "
                            "Moses-tokenised in --source-lang and --target-lang before the vocabulary is learned; the "

@@ -167,6 +167,9 @@ def _training_data(args: argparse.Namespace) -> dict[str, str]:
         from aiayn.data.multi30k import split_path
 
         src_lang, _, tgt_lang = args.multi30k.partition("-")
+        for flag, given, lang in (("--source-lang", args.source_lang, src_lang), ("--target-lang", args.target_lang, tgt_lang)):
+            if given not in (None, lang):
+                raise InputError(f"{flag} {given}: --multi30k {args.multi30k} says {lang}")
         return dict(source_lang=src_lang, target_lang=tgt_lang,
                     train_src=str(split_path("train", src_lang, args.data_dir)),
                     train_tgt=str(split_path("train", tgt_lang, args.data_dir)),

@@ -27,12 +27,13 @@ def _moses(lang: str) -> tuple[Any, Any, Any]:
     return MosesPunctNormalizer(lang=lang), MosesTokenizer(lang=lang), MosesDetokenizer(lang=lang)
 
 
-def check_language(lang: str) -> None:
-    """InputError unless sacremoses has `lang`'s rules (it would fall back on English's silently)."""
+def check_language(lang: str, where: str = "--moses-text") -> None:
+    """InputError unless sacremoses has `lang`'s rules (it would fall back on English's silently);
+    `where` names what gave the language."""
     from sacremoses.corpus import NonbreakingPrefixes
 
     if lang not in NonbreakingPrefixes().available_langs:
-        raise InputError(f"--moses-text: the Moses tokeniser has no rules for language {lang!r}")
+        raise InputError(f"{where}: the Moses tokeniser has no rules for language {lang!r}")
 
 
 def trained_on_moses_text(config: dict[str, Any]) -> bool:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from aiayn import checkpoint
 from aiayn.data.corpus import require_file
-from aiayn.data.moses import moses_languages
+from aiayn.data.moses import check_language, moses_languages
 from aiayn.data.prepared import PreparedData, PrepareOptions, prepare
 from aiayn.data.tokenizer import Tokenizer
 from aiayn.errors import InputError
@@ -164,10 +164,11 @@ def _moses_languages_of(data: PreparedData, config: TrainConfig) -> TrainConfig:
         if config.moses_text:
             raise InputError(f"moses_text: {config.data} was prepared without --moses-text (prepare it with it)")
         return config
-    prepared = options["moses_text"]
+    prepared, manifest = options["moses_text"], data.directory / "manifest.json"
     if not (isinstance(prepared, list) and len(prepared) == 2 and all(isinstance(lang, str) for lang in prepared)):
-        raise InputError(f"{data.directory / 'manifest.json'}: damaged (options.moses_text is not two languages)")
-    moses_languages(True, *prepared)  # the Moses rules of both, before the run is made
+        raise InputError(f"{manifest}: damaged (options.moses_text is not two languages)")
+    for lang in prepared:  # the Moses rules of both, before the run is made
+        check_language(lang, f"{manifest}: damaged (options.moses_text)")
     for flag, given, lang in (("--source-lang", config.source_lang, prepared[0]),
                               ("--target-lang", config.target_lang, prepared[1])):
         if given not in (None, lang):
@@ -187,6 +188,8 @@ def load_run(run_dir: Path, data: str | None = None) -> tuple[Tokenizer, ModelCo
     try:
         config = TrainConfig(**stored["training"])
     except TypeError as error:
+        raise InputError(f"{run_dir / 'config.json'}: bad training config ({error})") from None
+    except InputError as error:
         raise InputError(f"{run_dir / 'config.json'}: bad training config ({error})") from None
     tokenizer = checkpoint.load_tokenizer(run_dir / "tokenizer.model")
     if tokenizer.vocab_size != model_config.vocab_size:
