@@ -64,6 +64,11 @@ def workspace(trained_run: Path, number_corpus: dict[str, Path], tmp_path_factor
     shutil.copytree(last, odd_kind)
     stored = json.loads((odd_kind / "config.json").read_text())
     (odd_kind / "config.json").write_text(json.dumps({**stored, "kind": ["translator"]}))
+    moses_copy = root / "moses_copy"  # loads, but reads text another way: no ensemble with the run
+    shutil.copytree(last, moses_copy)
+    stored = json.loads((moses_copy / "config.json").read_text())
+    stored["training"]["moses_text"] = True
+    (moses_copy / "config.json").write_text(json.dumps(stored))
     no_tokenizer = root / "no_tokenizer"
     shutil.copytree(run, no_tokenizer)
     (no_tokenizer / "tokenizer.model").unlink()
@@ -140,11 +145,19 @@ CASES = [
     (["translate", *CHECKPOINT, "--n-best", "-1"], "--n-best"),
     (["translate", *CHECKPOINT, "--top-p", "2"], "--top-p"),
     (["translate", *CHECKPOINT, "--temperature", "0"], "--temperature"),
+    (["translate", *CHECKPOINT, "--ensemble", "{w}/nowhere", "--input", "{w}/three.en"], "nowhere"),
+    (["translate", *CHECKPOINT, "--ensemble", "{w}/moses_copy", "--input", "{w}/three.en"], "moses_copy"),
+    (["evaluate", *CHECKPOINT, "--ensemble", "{w}/mismatched", "--src", "{w}/long.en", "--ref", "{w}/long.de"],
+     "tokenizer.model"),
     (["evaluate", *CHECKPOINT, "--src", "{w}/three.en", "--ref", "{w}/two.de"], "two.de"),
     (["evaluate", *CHECKPOINT, "--src", "{w}/missing.en", "--ref", "{w}/two.de"], "missing.en"),
     (["evaluate", *CHECKPOINT, "--src", "{w}/empty.en", "--ref", "{w}/empty.de"], "empty.en"),
     (["evaluate", *CHECKPOINT, "--src", "{w}/long.en", "--ref", "{w}/long.de", "--beam", "1", "--alphas", "1"], "--alphas"),
     (["evaluate", *CHECKPOINT, "--src", "{w}/long.en", "--ref", "{w}/long.de", "--alphas", "-1"], "--alphas"),
+    (["evaluate", *CHECKPOINT, "--src", "{w}/long.en", "--ref", "{w}/long.de", "--min-brevity-penalty", "0.98"],
+     "--min-brevity-penalty"),
+    (["evaluate", *CHECKPOINT, "--src", "{w}/long.en", "--ref", "{w}/long.de", "--alphas", "1",
+      "--min-brevity-penalty", "1.5"], "--min-brevity-penalty"),
     (["download", "wmt14-en-de", "--out", "{w}/mine"], "mine"),
     (["download", "wmt14-en-de", "--out", "{w}/a_file"], "a_file"),
     (["download", "wmt14-en-de", "--out", "{w}/new", "--archives", "{w}/new/archives"], "--archives"),

@@ -6,17 +6,20 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aiayn.commands.options import (PICTURES, POSITIVE, add_decoding_arguments, add_moses_text_argument,
-                                    add_sampling_arguments, add_weights_arguments, number, output_file, read_input)
+from aiayn.commands.options import (PICTURES, POSITIVE, add_decoding_arguments, add_ensemble_argument,
+                                    add_moses_text_argument, add_sampling_arguments, add_weights_arguments,
+                                    number, output_file, read_input)
 from aiayn.errors import InputError
 
 if TYPE_CHECKING:
     from aiayn.decoding.translator import Translator
+    from aiayn.evaluation.bleu import Score
 
 
 def add_translate(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("translate", help="translate raw text, one sentence a line (stdin or --input)")
     add_decoding_arguments(p)
+    add_ensemble_argument(p)
     p.add_argument("--input", help="file to translate (default: stdin)")
     p.add_argument("--output", help="file to write (default: stdout)")
     p.add_argument("--n-best", type=POSITIVE, default=1, help="write the N best as 'line ||| text ||| score'")
@@ -28,12 +31,16 @@ def add_translate(verbs: argparse._SubParsersAction) -> None:
 def add_evaluate(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("evaluate", help="translate a test set and score it (sacreBLEU, chrF, tokenised BLEU)")
     add_decoding_arguments(p)
+    add_ensemble_argument(p)
     p.add_argument("--src", required=True)
     p.add_argument("--ref", required=True)
     p.add_argument("--hyp", help="also write the translations to this file")
     p.add_argument("--lang", help="target language for the Moses tokeniser (default: the checkpoint's)")
     p.add_argument("--alphas", nargs="+", type=number(float, 0.0, 10.0), metavar="ALPHA",
                    help="score each length penalty in turn and name the best: choose alpha on a validation set")
+    p.add_argument("--min-brevity-penalty", type=number(float, 0.0, 1.0), metavar="BP",
+                   help="with --alphas: the best among the alphas whose brevity penalty reaches BP "
+                   "(none reaching it: the one with the highest BP)")
     p.add_argument("--compound-split-bleu", action="store_true",
                    help="also the paper's WMT14 BLEU: Moses' unicode punctuation replaced, Moses-tokenised, "
                    "cased, hyphenated compounds split")
@@ -83,8 +90,10 @@ def _translator(args: argparse.Namespace):
 
     check_device(args.device)
     _check_weights(args)
-    return Translator.from_checkpoint(args.checkpoint, device=args.device, announce=True, bf16=args.bf16,
-                                      int8=args.int8, moses_text=args.moses_text)
+    options = dict(device=args.device, announce=True, bf16=args.bf16, int8=args.int8, moses_text=args.moses_text)
+    if getattr(args, "ensemble", None):
+        return Translator.ensemble([args.checkpoint, *args.ensemble], **options)
+    return Translator.from_checkpoint(args.checkpoint, **options)
 
 
 def _translate(args: argparse.Namespace) -> int:
@@ -93,7 +102,8 @@ def _translate(args: argparse.Namespace) -> int:
     from aiayn.files import write_output
 
     output = output_file(args.output, "--output", (args.input,))
-    resolve_checkpoint(args.checkpoint)  # a wrong --checkpoint is reported before stdin is waited for
+    for checkpoint in [args.checkpoint, *(args.ensemble or [])]:  # a wrong one is reported before stdin is waited for
+        resolve_checkpoint(checkpoint)
     lines = read_input(args.input)
     translator = _translator(args)
     sampling = (Sampling(args.temperature, args.top_k, args.top_p, args.seed) if args.sample else None)
@@ -123,6 +133,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise InputError(f"{args.src}: empty test set")
     if args.alphas and args.beam == 1:
         raise InputError("--alphas: greedy decoding (--beam 1) has no length penalty to choose")
+    if args.min_brevity_penalty is not None and not args.alphas:
+        raise InputError("--min-brevity-penalty: it constrains the choice among --alphas; give --alphas")
     translator = _translator(args)
     if args.alphas:
         args.alpha, hypotheses = _best_alpha(translator, sources, references, args)
@@ -149,21 +161,31 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _best_alpha(translator: Translator, sources: list[str], references: list[str],
                 args: argparse.Namespace) -> tuple[float, list[str]]:
-    """The length penalty of `args.alphas` with the highest sacreBLEU on this set, and its
-    translations; each one's score and brevity penalty printed (§6.1 chose alpha on the
-    development set). The scores printed after it are of the alpha tuned on this same set."""
-    from aiayn.evaluation.bleu import bleu
+    """The length penalty of `args.alphas` with the highest sacreBLEU on this set (among those whose
+    brevity penalty reaches `args.min_brevity_penalty`, when given), and its translations; each
+    one's score and brevity penalty printed (§6.1 chose alpha on the development set). The scores
+    printed after it are of the alpha tuned on this same set."""
+    from aiayn.evaluation.bleu import bleu, choose_alpha
 
-    best: tuple[float, float, list[str]] | None = None
+    scored: dict[float, Score] = {}
+    translations: dict[float, list[str]] = {}
     for alpha in dict.fromkeys(args.alphas):
-        hypotheses = translator.translate(sources, args.beam, alpha, args.batch_tokens)
-        score = bleu(hypotheses, references, translator.tokenizer.lowercases)
-        print(f"alpha {alpha:<5g} {score.text}")
-        if best is None or score.score > best[0]:
-            best = (score.score, alpha, hypotheses)
-    print(f"best alpha on {args.src}: {best[1]:g}; the scores below are tuned on this set (choose alpha on "
-          "a validation set, never on the test set)")
-    return best[1], best[2]
+        translations[alpha] = translator.translate(sources, args.beam, alpha, args.batch_tokens)
+        scored[alpha] = bleu(translations[alpha], references, translator.tokenizer.lowercases)
+        print(f"alpha {alpha:<5g} {scored[alpha].text}")
+    alpha = choose_alpha(scored, args.min_brevity_penalty)
+    print(f"best alpha on {args.src}: {alpha:g}{_alpha_rule(scored[alpha], args.min_brevity_penalty)}; the scores "
+          "below are tuned on this set (choose alpha on a validation set, never on the test set)")
+    return alpha, translations[alpha]
+
+
+def _alpha_rule(chosen: Score, floor: float | None) -> str:
+    """How the chosen alpha was chosen, when a brevity-penalty floor was given."""
+    if floor is None:
+        return ""
+    if chosen.brevity_penalty >= floor:
+        return f" (the highest BLEU with brevity penalty >= {floor:g})"
+    return f" (no alpha reaches brevity penalty {floor:g}: the one with the highest)"
 
 
 def _attention(args: argparse.Namespace) -> int:

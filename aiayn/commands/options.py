@@ -94,6 +94,12 @@ def add_decoding_arguments(p: argparse.ArgumentParser, beam: int = 4) -> None:
     add_weights_arguments(p)
 
 
+def add_ensemble_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ensemble", nargs="+", metavar="CHECKPOINT",
+                   help="decode with these checkpoints (or run directories) too, averaging the models' "
+                   "next-token probabilities at each step; they share --checkpoint's tokenizer")
+
+
 def add_moses_text_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--moses-text", action="store_true",
                    help="the model reads and writes lowercased Moses-tokenised text (bench/multi30k_tok.py write): "

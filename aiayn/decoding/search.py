@@ -7,6 +7,7 @@ own (source length + 50), and finished sentences leave the batch.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, fields
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from aiayn.decoding.ensemble import Ensemble
 from aiayn.model import Transformer, padding_mask
 
 # §6.1: "We set the maximum output length during inference to input length + 50".
@@ -59,35 +61,44 @@ def length_penalty(length: int, alpha: float) -> float:
 
 
 class _Decoder:
-    """The model's decoder for `beams` rows per sentence, one step at a time, with or without the cache."""
+    """The model's decoder for `beams` rows per sentence, one step at a time, with or without the
+    cache; for an Ensemble, each member's, their next-token probabilities averaged."""
 
-    def __init__(self, model: Transformer, src: Tensor, use_cache: bool, beams: int = 1):
-        self.model = model
+    def __init__(self, model: Transformer | Ensemble, src: Tensor, use_cache: bool, beams: int = 1):
+        self.models = list(model.members) if isinstance(model, Ensemble) else [model]
+        self.config = model.config
         self.src_mask = padding_mask(src, model.config.pad_id)  # per sentence
-        memory = model.encode(src)
-        self.cache = model.new_cache(memory, self.src_mask, beams) if use_cache else None
+        memories = [m.encode(src) for m in self.models]
+        self.caches = ([m.new_cache(memory, self.src_mask, beams) for m, memory in zip(self.models, memories)]
+                       if use_cache else None)
         # Without the cache (a check on it), every row carries its own copy of the source side.
-        self.memory = None if use_cache else memory.repeat_interleave(beams, dim=0)
+        self.memories = None if use_cache else [memory.repeat_interleave(beams, dim=0) for memory in memories]
         self.row_mask = None if use_cache else self.src_mask.repeat_interleave(beams, dim=0)
         self.prefix: Tensor | None = None
 
     def step(self, new_tokens: Tensor) -> Tensor:
         """Log-probabilities [rows, vocab] of the next token after `new_tokens` [rows]."""
-        if self.cache is not None:
-            logits = self.model.decode(new_tokens[:, None], cache=self.cache)[:, -1]
+        if self.caches is not None:
+            logits = [m.decode(new_tokens[:, None], cache=cache)[:, -1] for m, cache in zip(self.models, self.caches)]
         else:
             column = new_tokens[:, None]
             self.prefix = column if self.prefix is None else torch.cat([self.prefix, column], dim=1)
-            logits = self.model.decode(self.prefix, self.memory, self.row_mask)[:, -1]
-        return next_token_log_probs(logits, self.model.config)
+            logits = [m.decode(self.prefix, memory, self.row_mask)[:, -1]
+                      for m, memory in zip(self.models, self.memories)]
+        if len(logits) == 1:
+            return next_token_log_probs(logits[0], self.config)
+        members = torch.stack([next_token_log_probs(member, self.config) for member in logits])
+        return members.logsumexp(dim=0) - math.log(len(logits))  # log of the mean probability
 
     def select(self, rows: Tensor, sentences: Tensor | None = None) -> None:
         """Keep (reorder) rows; `sentences`, when some have finished, are the ones that stay."""
-        if self.cache is not None:
-            self.cache.select(rows, sentences)
+        if self.caches is not None:
+            for cache in self.caches:
+                cache.select(rows, sentences)
         else:
             self.prefix = None if self.prefix is None else self.prefix.index_select(0, rows)
-            self.memory, self.row_mask = self.memory.index_select(0, rows), self.row_mask.index_select(0, rows)
+            self.memories = [memory.index_select(0, rows) for memory in self.memories]
+            self.row_mask = self.row_mask.index_select(0, rows)
 
 
 def ban_repeated_ngrams(log_probs: Tensor, history: list[list[int]], n: int) -> None:
@@ -171,7 +182,7 @@ def first_stop(rows: list[list[int]], stops: set[int]) -> list[list[int]]:
 
 @torch.inference_mode()
 def greedy_search(
-    model: Transformer, src: Tensor, extra_length: int = EXTRA_OUTPUT_LENGTH, no_repeat_ngram_size: int = 0,
+    model: Transformer | Ensemble, src: Tensor, extra_length: int = EXTRA_OUTPUT_LENGTH, no_repeat_ngram_size: int = 0,
     sampling: Sampling | None = None, use_cache: bool = True, deadline: float | None = None,
     sync_every: int | None = None,
 ) -> list[list[int]]:
@@ -344,7 +355,7 @@ class _Beams:
 
 @torch.inference_mode()
 def beam_search(
-    model: Transformer, src: Tensor, beam_size: int = 4, alpha: float = 0.6, n_best: int = 1,
+    model: Transformer | Ensemble, src: Tensor, beam_size: int = 4, alpha: float = 0.6, n_best: int = 1,
     extra_length: int = EXTRA_OUTPUT_LENGTH, no_repeat_ngram_size: int = 0, use_cache: bool = True,
     deadline: float | None = None, sync_every: int | None = None,
 ) -> list[list[Hypothesis]]:
@@ -388,7 +399,7 @@ def beam_search(
     return results.best(n_best)
 
 
-def _start_beams(model: Transformer, src: Tensor, decoder: "_Decoder", k: int, alpha: float,
+def _start_beams(model: Transformer | Ensemble, src: Tensor, decoder: "_Decoder", k: int, alpha: float,
                  extra_length: int) -> tuple[_Beams, _EndedHypotheses, int]:
     """The state before the first step, the store of finished sentences' hypotheses, and the
     shortest length cap. Only beam 0 is live at the start, so the first step's candidates are all

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from aiayn.data.batching import pad
 from aiayn.data.marian_vocab import AnyTokenizer, MarianVocabTokenizer
 from aiayn.data.moses import MosesTextTokenizer, trained_on_moses_text
+from aiayn.decoding.ensemble import Ensemble
 from aiayn.decoding.int8 import quantize_int8
 from aiayn.decoding.search import EXTRA_OUTPUT_LENGTH, Hypothesis, Sampling, beam_search, check_deadline, greedy_search
 from aiayn.model import AttentionMaps, Transformer
@@ -41,6 +42,16 @@ def length_sorted_batches(lengths: list[int], max_tokens: int, beam: int = 1) ->
     if current:
         batches.append(current)
     return batches
+
+
+def _text_processing(tokenizer: AnyTokenizer | MosesTextTokenizer) -> tuple:
+    """What decides how a tokenizer turns text into ids and back: its model files' bytes, and the
+    languages of a Moses wrapper; two tokenizers with equal values are the same."""
+    if isinstance(tokenizer, MosesTextTokenizer):
+        return ("moses", tokenizer.source_lang, tokenizer.target_lang, *_text_processing(tokenizer.tokenizer))
+    if isinstance(tokenizer, MarianVocabTokenizer):
+        return ("marian", tokenizer.source_proto, tokenizer.target_proto, sorted(tokenizer.vocab.items()))
+    return ("sentencepiece", tokenizer.model_proto)
 
 
 ATTENTION_KINDS = ("encoder", "decoder_self", "cross")
@@ -68,7 +79,8 @@ class AttentionResult:
 class Translator:
     """A model with its tokenizer, translating lists of raw sentences."""
 
-    def __init__(self, model: Transformer, tokenizer: AnyTokenizer | MosesTextTokenizer, config: dict | None = None):
+    def __init__(self, model: Transformer | Ensemble, tokenizer: AnyTokenizer | MosesTextTokenizer,
+                 config: dict | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config or {"model": model.config.to_dict()}
@@ -111,6 +123,29 @@ class Translator:
         if int8:
             model = quantize_int8(model)
         return cls(model.to(torch.bfloat16) if bf16 else model, tokenizer, config)
+
+    @classmethod
+    def ensemble(cls, paths: list[str | Path], device: str = "cpu", announce: bool = False,
+                 bf16: bool = False, int8: bool = False, moses_text: bool = False) -> "Translator":
+        """One translator over several checkpoints (each as `from_checkpoint` loads it) that read
+        and write text alike: the same tokenizer files and the same Moses languages. Their
+        next-token probabilities are averaged at every step (aiayn.decoding.ensemble)."""
+        from aiayn.checkpoint import CheckpointError, resolve_checkpoint
+
+        translators = [cls.from_checkpoint(path, device, False, bf16, int8, moses_text) for path in paths]
+        first = translators[0]
+        for path, other in zip(paths[1:], translators[1:]):
+            if _text_processing(other.tokenizer) != _text_processing(first.tokenizer):
+                raise CheckpointError(f"{path}: its tokenizer differs from {paths[0]}'s; an ensemble's models "
+                                      "share one vocabulary")
+        try:
+            ensemble = Ensemble([t.model for t in translators])
+        except ValueError as error:
+            raise CheckpointError(f"{paths[0]} and the rest: {error}") from None
+        if announce:  # only once all are loaded: a refusal stays one line
+            for path in paths:
+                resolve_checkpoint(path, announce=True)
+        return cls(ensemble, first.tokenizer, first.config)
 
     @property
     def device(self) -> torch.device:
@@ -198,6 +233,8 @@ class Translator:
         """The attention maps of `kinds` for src and its translation (`tgt`, or the model's own,
         decoded with `beam`). Both sides are cut to what the model takes (max_source_tokens,
         max_target_tokens), so the work and the maps stay bounded whatever the input."""
+        if isinstance(self.model, Ensemble):
+            raise ValueError("attention maps are one model's; this translator is an ensemble")
         unknown = set(kinds) - set(ATTENTION_KINDS)
         if unknown:
             raise ValueError(f"unknown attention kinds {sorted(unknown)}; choose from {ATTENTION_KINDS}")

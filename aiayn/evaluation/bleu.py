@@ -13,6 +13,7 @@ class Score:
     score: float
     signature: str
     text: str  # sacreBLEU's own one-line summary
+    brevity_penalty: float | None = None  # BLEU's BP in (0, 1]; None for chrF
 
 
 def _check(hypotheses: list[str], references: list[str]) -> None:
@@ -26,7 +27,20 @@ def bleu(hypotheses: list[str], references: list[str], lowercase: bool = False) 
     _check(hypotheses, references)
     metric = BLEU(lowercase=lowercase)
     result = metric.corpus_score(hypotheses, [references])
-    return Score(result.score, str(metric.get_signature()), str(result))
+    return Score(result.score, str(metric.get_signature()), str(result), result.bp)
+
+
+def choose_alpha(scored: dict[float, Score], min_brevity_penalty: float | None = None) -> float:
+    """The alpha whose translations score the highest BLEU, the first on a tie. With a floor, only
+    alphas whose brevity penalty reaches it compete; when none does, the one with the highest
+    brevity penalty (translations too short at every alpha: the least short)."""
+    alphas = list(scored)
+    if min_brevity_penalty is not None:
+        long_enough = [a for a in alphas if scored[a].brevity_penalty >= min_brevity_penalty]
+        if not long_enough:
+            return max(alphas, key=lambda a: (scored[a].brevity_penalty, scored[a].score))
+        alphas = long_enough
+    return max(alphas, key=lambda a: scored[a].score)
 
 
 def chrf(hypotheses: list[str], references: list[str], lowercase: bool = False) -> Score:

@@ -102,6 +102,26 @@ def test_cli_evaluate_chooses_alpha_among_those_given(trained_run: Path, number_
     assert f"beam 3, alpha {best}" in out  # the evaluation that follows decodes with it
 
 
+def test_cli_evaluate_chooses_alpha_under_a_brevity_penalty_floor(trained_run: Path, number_corpus,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["evaluate", "--checkpoint", str(trained_run), "--src", str(number_corpus["valid_en"]),
+            "--ref", str(number_corpus["valid_de"]), "--beam", "3", "--alphas", "0", "1", "4"]
+    assert main([*args, "--min-brevity-penalty", "0"]) == 0  # every alpha long enough: the highest BLEU
+    out = capsys.readouterr().out
+    scores = {float(a): float(b) for a, b in re.findall(r"^alpha (\S+) +BLEU = ([\d.]+)", out, re.M)}
+    chosen = float(re.search(r"^best alpha on \S+: (\S+) \(the highest BLEU with brevity penalty >= 0\);", out, re.M)[1])
+    assert scores[chosen] == max(scores.values())
+    assert main([*args, "--min-brevity-penalty", "1"]) == 0
+    out = capsys.readouterr().out
+    bps = {float(a): float(bp) for a, bp in re.findall(r"^alpha (\S+) +BLEU = .*BP = ([\d.]+)", out, re.M)}
+    chosen = float(re.search(r"^best alpha on \S+: (\S+) \(", out, re.M).group(1))
+    if "no alpha reaches brevity penalty 1:" in out:
+        assert bps[chosen] == max(bps.values())
+    else:
+        assert "(the highest BLEU with brevity penalty >= 1)" in out and bps[chosen] == 1.0
+    assert f"beam 3, alpha {chosen}" in out
+
+
 def test_cli_attention_writes_a_png(trained_run: Path, tmp_path: Path) -> None:
     for extra in ([], ["--all-heads", "--kind", "encoder"]):
         out = tmp_path / f"att{len(extra)}.png"
